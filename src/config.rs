@@ -1,0 +1,200 @@
+//! Runtime configuration: `config.toml` parsed, defaulted and validated.
+//!
+//! Every option has a default, so an empty file is a valid embedded-default configuration.
+//! Unknown keys are rejected so that a misspelt option fails at start instead of being ignored.
+
+mod sections;
+
+use std::path::Path;
+
+use anyhow::Context;
+pub use sections::*;
+
+/// A configuration value that makes no sense, with the key and the fix in its text.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {key} = {value}: {problem}")]
+pub struct ConfigError {
+    pub key: String,
+    pub value: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(key: &str, value: impl std::fmt::Display, problem: impl Into<String>) -> ConfigError {
+        ConfigError {
+            key: key.to_owned(),
+            value: value.to_string(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("failed to read config file {}", path.display()))?;
+        Config::parse(&text).with_context(|| format!("in config file {}", path.display()))
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        let config: Config = toml::from_str(text).map_err(|err| anyhow::anyhow!("{err}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Rejects impossible values, naming the key and what to do.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let balancer = &self.load_balancer;
+        if !(balancer.slow_pool_share > 0.0 && balancer.slow_pool_share < 1.0) {
+            return Err(ConfigError::new(
+                "load_balancer.slow_pool_share",
+                balancer.slow_pool_share,
+                "must be between 0 and 1 (exclusive); 0.6 keeps 60% of the partitions for slow pipelines",
+            ));
+        }
+        if !(balancer.duration_quantile > 0.0 && balancer.duration_quantile <= 1.0) {
+            return Err(ConfigError::new(
+                "load_balancer.duration_quantile",
+                balancer.duration_quantile,
+                "must be in (0, 1]; 0.8 uses the 80th percentile of recent run durations",
+            ));
+        }
+        if balancer.history_runs == 0 {
+            return Err(ConfigError::new("load_balancer.history_runs", 0, "must be at least 1"));
+        }
+        for (key, count) in [
+            ("topics.partitions.task_runs", self.topics.partitions.task_runs),
+            (
+                "topics.partitions.task_runs_load_balanced",
+                self.topics.partitions.task_runs_load_balanced,
+            ),
+            ("topics.partitions.task_run_results", self.topics.partitions.task_run_results),
+        ] {
+            if count == 0 {
+                return Err(ConfigError::new(key, count, "a topic needs at least 1 partition"));
+            }
+        }
+        if self.task_runner.max_in_flight_per_partition == 0 {
+            return Err(ConfigError::new(
+                "task_runner.max_in_flight_per_partition",
+                0,
+                "must be at least 1; 1 runs the tasks of a partition one at a time",
+            ));
+        }
+        if self.schedule_generator.horizon_hours == 0 {
+            return Err(ConfigError::new("schedule_generator.horizon_hours", 0, "must be at least 1"));
+        }
+        if let Err(err) = self.http.listen.parse::<std::net::SocketAddr>() {
+            return Err(ConfigError::new(
+                "http.listen",
+                &self.http.listen,
+                format!("is not a socket address ({err}); write it as 127.0.0.1:7335"),
+            ));
+        }
+        let supervision = &self.supervision;
+        if supervision.backoff_min_ms > supervision.backoff_max_ms {
+            return Err(ConfigError::new(
+                "supervision.backoff_min_ms",
+                supervision.backoff_min_ms,
+                format!(
+                    "is larger than supervision.backoff_max_ms ({}); lower it or raise the maximum",
+                    supervision.backoff_max_ms
+                ),
+            ));
+        }
+        if supervision.max_restarts_window_secs == 0 {
+            return Err(ConfigError::new("supervision.max_restarts_window_secs", 0, "must be at least 1"));
+        }
+        for (name, source) in &self.sources {
+            source.validate(name)?;
+        }
+        if !self.store.url.starts_with("sqlite:") && !self.store.url.starts_with("postgres") {
+            return Err(ConfigError::new(
+                "store.url",
+                redact_url(&self.store.url),
+                "must start with sqlite: or postgres://",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl SourceConfig {
+    fn validate(&self, name: &str) -> Result<(), ConfigError> {
+        let key = format!("sources.{name}.url");
+        let expected_prefix = match self.kind {
+            SourceKind::Sqlite => "sqlite:",
+            SourceKind::Postgres => "postgres",
+        };
+        if !self.url.starts_with(expected_prefix) {
+            return Err(ConfigError::new(
+                &key,
+                redact_url(&self.url),
+                format!("a {:?} source URL must start with {expected_prefix}", self.kind),
+            ));
+        }
+        if self.url.contains('@') && self.url.split('@').next().is_some_and(|userinfo| userinfo.matches(':').count() > 1) {
+            return Err(ConfigError::new(
+                &key,
+                redact_url(&self.url),
+                format!("contains a password; put it in an environment variable and name it in sources.{name}.password_env"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Replaces the password of a URL with `***`, for errors and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_valid() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(config.topics.task_runs, "task_runs");
+        assert_eq!(config.load_balancer.slow_pool_share, 0.6);
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let err = Config::parse("[load_balancer]\nslow_share = 0.5\n").unwrap_err();
+        assert!(format!("{err:#}").contains("slow_share"), "{err:#}");
+    }
+
+    #[test]
+    fn slow_share_out_of_range_names_key() {
+        let err = Config::parse("[load_balancer]\nslow_pool_share = 1.5\n").unwrap_err();
+        assert!(format!("{err:#}").contains("load_balancer.slow_pool_share"), "{err:#}");
+    }
+
+    #[test]
+    fn source_password_in_url_is_rejected() {
+        let text = "[sources.pg]\ntype = \"postgres\"\nurl = \"postgres://app:hunter2@127.0.0.1/db\"\n";
+        let err = Config::parse(text).unwrap_err();
+        let message = format!("{err:#}");
+        assert!(message.contains("password_env"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn redact_url_hides_password() {
+        assert_eq!(redact_url("postgres://u:secret@h:5432/d"), "postgres://u:***@h:5432/d");
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+}

@@ -1,0 +1,358 @@
+//! The sections of `config.toml`. Each field's doc comment is its user documentation;
+//! `config.toml` at the repository root repeats them with the defaults.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub store: StoreConfig,
+    pub transport: TransportConfig,
+    pub topics: TopicsConfig,
+    pub consumer_groups: ConsumerGroupsConfig,
+    pub schedule_generator: ScheduleGeneratorConfig,
+    pub schedule_publisher: SchedulePublisherConfig,
+    pub load_balancer: LoadBalancerConfig,
+    pub task_runner: TaskRunnerConfig,
+    pub trigger_listener: TriggerListenerConfig,
+    pub statistics: StatisticsConfig,
+    pub supervision: SupervisionConfig,
+    pub http: HttpConfig,
+    pub pipelines: PipelinesConfig,
+    /// Query sources by name; a pipeline's query task names one of them.
+    pub sources: BTreeMap<String, SourceConfig>,
+}
+
+/// Where pipelines, schedules and runs are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sqlite://PATH?mode=rwc` for the embedded store.
+    pub url: String,
+    /// Maximum open connections.
+    pub max_connections: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: "sqlite://ylem.db?mode=rwc".to_owned(),
+            max_connections: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// The in-process bus: every stage in one process, nothing to install.
+    #[default]
+    Embedded,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransportConfig {
+    pub kind: TransportKind,
+}
+
+/// Topic names; the defaults are the names the Ylem services use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    pub task_runs: String,
+    pub task_runs_load_balanced: String,
+    pub task_run_results: String,
+    pub query_task_run_results: String,
+    pub notification_task_run_results: String,
+    pub partitions: PartitionsConfig,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        TopicsConfig {
+            task_runs: "task_runs".to_owned(),
+            task_runs_load_balanced: "task_runs_load_balanced".to_owned(),
+            task_run_results: "task_run_results".to_owned(),
+            query_task_run_results: "query_task_run_results".to_owned(),
+            notification_task_run_results: "notification_task_run_results".to_owned(),
+            partitions: PartitionsConfig::default(),
+        }
+    }
+}
+
+/// Partition counts used when a topic is created.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PartitionsConfig {
+    pub task_runs: u32,
+    pub task_runs_load_balanced: u32,
+    pub task_run_results: u32,
+    pub side_topics: u32,
+}
+
+impl Default for PartitionsConfig {
+    fn default() -> Self {
+        PartitionsConfig {
+            task_runs: 4,
+            task_runs_load_balanced: 10,
+            task_run_results: 4,
+            side_topics: 1,
+        }
+    }
+}
+
+/// Consumer group ids; the defaults are the Ylem services' group names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsumerGroupsConfig {
+    pub load_balancer: String,
+    /// The load balancer's second subscription, to results, which returns capacity and
+    /// updates its duration statistics.
+    pub load_balancer_results: String,
+    pub task_runner: String,
+    pub trigger_listener: String,
+    pub statistics: String,
+}
+
+impl Default for ConsumerGroupsConfig {
+    fn default() -> Self {
+        ConsumerGroupsConfig {
+            load_balancer: "task_load_balancer".to_owned(),
+            load_balancer_results: "task_load_balancer_results".to_owned(),
+            task_runner: "task_runner".to_owned(),
+            trigger_listener: "trigger_listener".to_owned(),
+            statistics: "task_run_result_consumer".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleGeneratorConfig {
+    /// How far ahead scheduled runs are created.
+    pub horizon_hours: u32,
+    /// Pause between two passes over the schedules.
+    pub interval_secs: u64,
+}
+
+impl Default for ScheduleGeneratorConfig {
+    fn default() -> Self {
+        ScheduleGeneratorConfig {
+            horizon_hours: 48,
+            interval_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulePublisherConfig {
+    /// Pause between polls for due runs when the last poll found none.
+    pub poll_interval_ms: u64,
+    /// Maximum due runs claimed per poll.
+    pub batch_size: u32,
+    /// How long a claim lasts; a publisher that dies leaves the run to another after this.
+    pub claim_lease_secs: u64,
+}
+
+impl Default for SchedulePublisherConfig {
+    fn default() -> Self {
+        SchedulePublisherConfig {
+            poll_interval_ms: 500,
+            batch_size: 100,
+            claim_lease_secs: 60,
+        }
+    }
+}
+
+/// Which pool a pipeline with no duration history goes to.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Pool {
+    Slow,
+    Fast,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoadBalancerConfig {
+    /// Share of `task_runs_load_balanced` partitions kept for slow pipelines; the rest are fast.
+    pub slow_pool_share: f64,
+    /// A pipeline whose expected run duration is at least this is slow.
+    pub slow_threshold_ms: u64,
+    /// Pool for pipelines with no recorded run.
+    pub unknown_pipeline_pool: Pool,
+    /// Number of recent runs per pipeline that the duration statistics keep.
+    pub history_runs: usize,
+    /// Quantile of the recent run durations taken as the expected run duration.
+    pub duration_quantile: f64,
+    /// Expected duration of a task with no recorded execution.
+    pub default_task_duration_ms: u64,
+    /// Runs remembered for keeping all tasks of a run on one partition.
+    pub run_affinity_capacity: usize,
+}
+
+impl Default for LoadBalancerConfig {
+    fn default() -> Self {
+        LoadBalancerConfig {
+            slow_pool_share: 0.6,
+            slow_threshold_ms: 30_000,
+            unknown_pipeline_pool: Pool::Slow,
+            history_runs: 5,
+            duration_quantile: 0.8,
+            default_task_duration_ms: 1_000,
+            run_affinity_capacity: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TaskRunnerConfig {
+    /// Tasks of one partition executed at once; offsets are committed in order regardless.
+    pub max_in_flight_per_partition: usize,
+    /// Outputs larger than this fail the task with code 101.
+    pub max_output_bytes: usize,
+    /// Time limit of one task execution, per task type; `default` covers the rest.
+    pub timeouts_ms: BTreeMap<String, u64>,
+    /// User-Agent of HTTP requests made by api_call and notification tasks.
+    pub http_user_agent: String,
+}
+
+impl Default for TaskRunnerConfig {
+    fn default() -> Self {
+        TaskRunnerConfig {
+            max_in_flight_per_partition: 4,
+            max_output_bytes: 50 * 1024 * 1024,
+            timeouts_ms: BTreeMap::from([
+                ("default".to_owned(), 60_000),
+                ("api_call".to_owned(), 30_000),
+                ("notification".to_owned(), 30_000),
+                ("query".to_owned(), 300_000),
+            ]),
+            http_user_agent: concat!("ylem-runtime/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+impl TaskRunnerConfig {
+    /// The time limit for a task type.
+    pub fn timeout_for(&self, task_type: &str) -> std::time::Duration {
+        let millis = self
+            .timeouts_ms
+            .get(task_type)
+            .or_else(|| self.timeouts_ms.get("default"))
+            .copied()
+            .unwrap_or(60_000);
+        std::time::Duration::from_millis(millis)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TriggerListenerConfig {
+    /// A next-task input larger than this fails the triggering task instead of being published.
+    pub max_next_input_bytes: usize,
+}
+
+impl Default for TriggerListenerConfig {
+    fn default() -> Self {
+        TriggerListenerConfig {
+            max_next_input_bytes: 15 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StatisticsBackend {
+    /// A table in the store database.
+    #[default]
+    Sqlite,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatisticsConfig {
+    pub backend: StatisticsBackend,
+}
+
+/// Restart policy of every stage supervisor.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupervisionConfig {
+    /// Restarts allowed within the window before the stage gives up and the process exits.
+    pub max_restarts: u32,
+    pub max_restarts_window_secs: u64,
+    /// Delay before the first restart; it doubles with each restart up to the maximum.
+    pub backoff_min_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+impl Default for SupervisionConfig {
+    fn default() -> Self {
+        SupervisionConfig {
+            max_restarts: 10,
+            max_restarts_window_secs: 60,
+            backoff_min_ms: 100,
+            backoff_max_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the daemon's HTTP endpoint (health and run queries).
+    pub listen: String,
+    /// Whether the daemon serves HTTP at all.
+    pub enabled: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:7335".to_owned(),
+            enabled: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelinesConfig {
+    /// Pipeline files or folders applied when the daemon starts.
+    pub apply_on_start: Vec<String>,
+    /// Organization uuid written into messages; Ylem's services require one.
+    pub organization_uuid: Option<uuid::Uuid>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Sqlite,
+    Postgres,
+}
+
+/// A database that query tasks run against.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    #[serde(rename = "type")]
+    pub kind: SourceKind,
+    /// Connection URL without a password, e.g. `sqlite://data/penguins.db?mode=ro` or
+    /// `postgres://reader@127.0.0.1:5432/warehouse`.
+    pub url: String,
+    /// Environment variable holding the password; read by the task runner, never logged.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default = "default_source_connections")]
+    pub max_connections: u32,
+}
+
+fn default_source_connections() -> u32 {
+    4
+}

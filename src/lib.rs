@@ -1,0 +1,5 @@
+//! ylem-runtime: runs Ylem data pipelines as supervised actor trees.
+
+pub mod config;
+pub mod messages;
+pub mod tasks;
