@@ -3,3 +3,4 @@
 pub mod config;
 pub mod messages;
 pub mod tasks;
+pub mod transport;
