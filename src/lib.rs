@@ -2,5 +2,7 @@
 
 pub mod config;
 pub mod messages;
+pub mod store;
+pub mod supervision;
 pub mod tasks;
 pub mod transport;

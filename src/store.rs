@@ -1,0 +1,113 @@
+//! Durable state: pipelines, scheduled runs, pipeline runs with their task runs, and the
+//! statistics of every result.
+//!
+//! Stages use the [`Store`] trait only. The embedded default implements it on SQLite
+//! ([`sqlite::SqliteStore`]); the CLI reads the same database, which is how `ylem runs list`
+//! works from another terminal while the daemon runs.
+
+mod models;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub use models::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("pipeline {0:?} not found; `ylem pipeline list` shows the applied pipelines")]
+    PipelineNotFound(String),
+    #[error("stored value is invalid: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores pipelines in one transaction. A pipeline whose schedule changed loses the
+    /// unclaimed future runs its old schedule produced; manual runs are kept.
+    async fn apply_pipelines(&self, pipelines: &[PipelineRecord]) -> StoreResult<Vec<ApplyOutcome>>;
+
+    async fn list_pipelines(&self) -> StoreResult<Vec<PipelineSummary>>;
+
+    async fn pipeline_by_name(&self, name: &str) -> StoreResult<Option<StoredPipeline>>;
+
+    async fn pipeline_by_uuid(&self, uuid: Uuid) -> StoreResult<Option<StoredPipeline>>;
+
+    /// Active pipelines that have a schedule, with the latest fire time already stored.
+    async fn scheduled_pipelines(&self) -> StoreResult<Vec<ScheduledPipeline>>;
+
+    /// Inserts scheduled runs for fire times, skipping times that already have one.
+    /// Returns the number inserted.
+    async fn insert_scheduled_runs(
+        &self,
+        pipeline_uuid: Uuid,
+        schedule_fingerprint: &str,
+        fire_times: &[DateTime<Utc>],
+    ) -> StoreResult<u64>;
+
+    /// Queues a run to start now (manual or API run); the publisher picks it up.
+    async fn enqueue_run(&self, run: NewQueuedRun) -> StoreResult<()>;
+
+    /// Claims up to `limit` due runs for `lease` so that no other publisher takes them.
+    async fn claim_due_runs(
+        &self,
+        claimer: &str,
+        now: DateTime<Utc>,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> StoreResult<Vec<QueuedRun>>;
+
+    /// Marks a queued run published, after the broker acknowledged its initial tasks.
+    async fn complete_queued_run(&self, id: i64) -> StoreResult<()>;
+
+    /// Deletes published runs whose fire time is before `before`; returns how many.
+    async fn prune_published_runs(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+
+    /// Gives a claimed run back, to be published by a later poll.
+    async fn release_queued_run(&self, id: i64) -> StoreResult<()>;
+
+    /// Records the start of a run expecting `outstanding` task executions. Idempotent.
+    async fn start_run(&self, run: NewRun) -> StoreResult<()>;
+
+    /// Ends a run that cannot start (no initial task, pipeline deleted) as failed.
+    async fn fail_run(&self, run_uuid: Uuid, error: &str) -> StoreResult<()>;
+
+    /// Records one result and adjusts the run's outstanding count by `next_tasks`, the number
+    /// of tasks published because of it. A result seen before changes nothing.
+    async fn record_result(&self, result: &ResultRecord, next_tasks: u32) -> StoreResult<RecordOutcome>;
+
+    async fn list_runs(&self, pipeline: Option<&str>, limit: u32) -> StoreResult<Vec<RunSummary>>;
+
+    async fn run(&self, run_uuid: Uuid) -> StoreResult<Option<RunDetail>>;
+
+    /// Stores results for statistics, once per result uuid; returns the number inserted.
+    async fn store_statistics(&self, results: &[StatisticsRow]) -> StoreResult<u64>;
+
+    /// Run duration percentiles and outcome counts of a pipeline.
+    async fn pipeline_statistics(&self, pipeline_uuid: Uuid, last_runs: u32) -> StoreResult<PipelineStatistics>;
+
+    /// Recent run durations (sum of task durations) per pipeline, newest first, for warming the
+    /// load balancer.
+    async fn recent_run_durations(&self, per_pipeline: u32) -> StoreResult<Vec<(Uuid, Vec<u64>)>>;
+}
+
+/// Opens the store named by a URL and brings its schema up to date.
+pub async fn open(url: &str, max_connections: u32) -> anyhow::Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        let store = sqlite::SqliteStore::open(url, max_connections).await?;
+        return Ok(Arc::new(store));
+    }
+    anyhow::bail!(
+        "unsupported store URL {}: this build supports sqlite: URLs",
+        crate::config::redact_url(url)
+    )
+}
