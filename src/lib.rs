@@ -1,6 +1,12 @@
 //! ylem-runtime: runs Ylem data pipelines as supervised actor trees.
 
+pub mod actors;
+pub mod catalog;
+pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod http;
+pub mod load_balancing;
 pub mod messages;
 pub mod store;
 pub mod supervision;

@@ -85,6 +85,9 @@ pub trait Store: Send + Sync + 'static {
     /// of tasks published because of it. A result seen before changes nothing.
     async fn record_result(&self, result: &ResultRecord, next_tasks: u32) -> StoreResult<RecordOutcome>;
 
+    /// Whether a result with this dedupe key was recorded.
+    async fn has_result(&self, dedupe_key: &str) -> StoreResult<bool>;
+
     async fn list_runs(&self, pipeline: Option<&str>, limit: u32) -> StoreResult<Vec<RunSummary>>;
 
     async fn run(&self, run_uuid: Uuid) -> StoreResult<Option<RunDetail>>;

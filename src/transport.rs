@@ -175,6 +175,19 @@ pub trait Consumer: Send + Sync + 'static {
     fn close(&self);
 }
 
+/// Encodes `message` and produces it keyed by `key`, waiting for the acknowledgement.
+pub async fn send_message(
+    transport: &dyn Transport,
+    topic: &str,
+    key: &str,
+    message: &crate::messages::Message,
+    headers: Vec<(String, Vec<u8>)>,
+) -> Result<Delivery, TransportError> {
+    let mut record = OutgoingRecord::keyed(topic, key, message.encode());
+    record.headers = headers;
+    transport.send(record).await
+}
+
 /// Chooses a partition for a key the way the Ylem services' Go producer does (sarama's hash
 /// partitioner with FNV-1a 32): the hash as a signed 32-bit integer, remainder by the partition
 /// count, negated when negative. Both runtimes therefore place a run on the same partition.

@@ -44,6 +44,10 @@ pub struct TaskCommon {
     /// Execution attempt of this task run, starting at 1. Absent in Ylem's messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
+    /// Time limit of this task from its pipeline file; absent means the runner's default for
+    /// the task type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
 
 fn default_pipeline_type() -> String {
@@ -407,4 +411,5 @@ const COMMON_FIELDS: &[&str] = &[
     "input",
     "meta",
     "attempt",
+    "timeout_ms",
 ];

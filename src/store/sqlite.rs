@@ -151,6 +151,14 @@ impl super::Store for SqliteStore {
         self.insert_result(result, next_tasks).await
     }
 
+    async fn has_result(&self, dedupe_key: &str) -> StoreResult<bool> {
+        let found = sqlx::query("SELECT 1 FROM task_runs WHERE dedupe_key = ?")
+            .bind(dedupe_key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(found.is_some())
+    }
+
     async fn list_runs(&self, pipeline: Option<&str>, limit: u32) -> StoreResult<Vec<super::RunSummary>> {
         self.runs(pipeline, limit).await
     }

@@ -1,0 +1,378 @@
+//! Starts the selected stages as supervised actor trees and runs them until a signal arrives
+//! or a stage gives up.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorCell, ActorRef};
+use tokio::task::JoinHandle;
+use tracing::{error, info};
+
+use crate::actors::consumer::{ConsumerActor, ConsumerArgs};
+use crate::actors::load_balancer::{BalancerHandle, LoadBalancer, LoadBalancerArgs, ResultObserver, TaskRouter};
+use crate::actors::schedule_generator::{ScheduleGenerator, ScheduleGeneratorArgs};
+use crate::actors::schedule_publisher::{SchedulePublisher, SchedulePublisherArgs};
+use crate::actors::statistics_listener::StatisticsListener;
+use crate::actors::task_runner::TaskRunner;
+use crate::actors::trigger_listener::TriggerListener;
+use crate::actors::RecordHandler;
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::store::Store;
+use crate::supervision::{
+    ActorRegistry, ChildSpec, RestartPolicy, StageMsg, StageSupervisor, StageSupervisorArgs, EXIT_STAGE_GAVE_UP,
+};
+use crate::tasks::ExecutionContext;
+use crate::transport::Transport;
+
+/// The six stages of the task-processing cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    Generator,
+    Publisher,
+    Balancer,
+    Runner,
+    Triggers,
+    Statistics,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 6] = [
+        Stage::Generator,
+        Stage::Publisher,
+        Stage::Balancer,
+        Stage::Runner,
+        Stage::Triggers,
+        Stage::Statistics,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Generator => "generator",
+            Stage::Publisher => "publisher",
+            Stage::Balancer => "balancer",
+            Stage::Runner => "runner",
+            Stage::Triggers => "triggers",
+            Stage::Statistics => "statistics",
+        }
+    }
+}
+
+impl FromStr for Stage {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Stage, String> {
+        Stage::ALL
+            .into_iter()
+            .find(|stage| stage.name() == text)
+            .ok_or_else(|| {
+                let names: Vec<_> = Stage::ALL.iter().map(|stage| stage.name()).collect();
+                format!("unknown stage {text:?}; valid stages are {}", names.join(", "))
+            })
+    }
+}
+
+/// Parses a comma-separated stage list such as `runner,triggers`.
+pub fn parse_stages(text: &str) -> Result<Vec<Stage>, String> {
+    let mut stages = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|part| !part.is_empty()) {
+        let stage: Stage = part.parse()?;
+        if !stages.contains(&stage) {
+            stages.push(stage);
+        }
+    }
+    if stages.is_empty() {
+        return Err("no stage selected; list one or more of generator, publisher, balancer, runner, triggers, statistics".to_owned());
+    }
+    Ok(stages)
+}
+
+/// Everything the stages share.
+#[derive(Clone)]
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub transport: Arc<dyn Transport>,
+    pub catalog: Arc<Catalog>,
+    pub registry: ActorRegistry,
+    pub balancer: BalancerHandle,
+}
+
+impl Runtime {
+    pub fn new(config: Arc<Config>, store: Arc<dyn Store>, transport: Arc<dyn Transport>) -> Runtime {
+        Runtime {
+            catalog: Arc::new(Catalog::new(store.clone())),
+            config,
+            store,
+            transport,
+            registry: ActorRegistry::new(),
+            balancer: BalancerHandle::default(),
+        }
+    }
+
+    /// Creates every topic the stages use, with the configured partition counts.
+    pub async fn ensure_topics(&self) -> anyhow::Result<()> {
+        let topics = &self.config.topics;
+        let partitions = &topics.partitions;
+        for (topic, count) in [
+            (&topics.task_runs, partitions.task_runs),
+            (&topics.task_runs_load_balanced, partitions.task_runs_load_balanced),
+            (&topics.task_run_results, partitions.task_run_results),
+            (&topics.query_task_run_results, partitions.side_topics),
+            (&topics.notification_task_run_results, partitions.side_topics),
+        ] {
+            self.transport.ensure_topic(topic, count).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A running daemon: its stage supervisors.
+pub struct Daemon {
+    runtime: Runtime,
+    stages: Vec<(Stage, ActorRef<StageMsg>, JoinHandle<()>)>,
+}
+
+impl Daemon {
+    /// Starts `stages`; topics must exist.
+    pub async fn start(runtime: Runtime, stages: &[Stage]) -> anyhow::Result<Daemon> {
+        let mut started = Vec::new();
+        for stage in stages {
+            let children = stage_children(&runtime, *stage)?;
+            let (actor, join) = Actor::spawn(
+                None,
+                StageSupervisor,
+                StageSupervisorArgs {
+                    stage: stage.name().to_owned(),
+                    children,
+                    policy: RestartPolicy::from(&runtime.config.supervision),
+                    registry: runtime.registry.clone(),
+                },
+            )
+            .await
+            .map_err(|err| anyhow::anyhow!("failed to start stage {}: {err}", stage.name()))?;
+            started.push((*stage, actor, join));
+        }
+        let names: Vec<_> = stages.iter().map(|stage| stage.name()).collect();
+        info!(stages = ?names, "daemon started");
+        Ok(Daemon {
+            runtime,
+            stages: started,
+        })
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Waits until a shutdown signal (returns 0) or a stage that gave up (returns its exit code).
+    pub async fn run_until_signal(mut self) -> i32 {
+        let joins = std::mem::take(&mut self.stages);
+        let (names, actors): (Vec<Stage>, Vec<ActorRef<StageMsg>>) =
+            joins.iter().map(|(stage, actor, _)| (*stage, actor.clone())).unzip();
+        let handles: Vec<JoinHandle<()>> = joins.into_iter().map(|(_, _, join)| join).collect();
+        let stage_exit = futures::future::select_all(handles);
+
+        let code = tokio::select! {
+            _ = shutdown_signal() => {
+                info!("shutdown signal received; stopping stages");
+                0
+            }
+            (_, index, _) = stage_exit => {
+                error!(stage = names[index].name(), exit_code = EXIT_STAGE_GAVE_UP, "stage stopped after too many failures; exiting so that the service manager restarts the process");
+                EXIT_STAGE_GAVE_UP
+            }
+        };
+        for actor in &actors {
+            actor.stop(Some("daemon stopping".to_owned()));
+        }
+        for actor in actors {
+            wait_for_stop(actor.get_cell()).await;
+        }
+        info!(exit_code = code, "daemon stopped");
+        code
+    }
+
+    /// Stops every stage and waits for them.
+    pub async fn stop(self) {
+        for (_, actor, _) in &self.stages {
+            actor.stop(Some("daemon stopping".to_owned()));
+        }
+        for (_, _, join) in self.stages {
+            let _ = join.await;
+        }
+    }
+}
+
+async fn wait_for_stop(cell: ActorCell) {
+    while cell.get_status() != ractor::ActorStatus::Stopped {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(err) => {
+                error!(error = %err, "cannot listen for SIGTERM; only Ctrl-C stops the daemon");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn consumer_spec(
+    runtime: &Runtime,
+    path: String,
+    group: String,
+    topic: String,
+    handler: Arc<dyn RecordHandler>,
+    max_in_flight: usize,
+) -> ChildSpec {
+    let runtime = runtime.clone();
+    let spec_path = path.clone();
+    ChildSpec::new(spec_path, move |supervisor| {
+        let args = ConsumerArgs {
+            path: path.clone(),
+            transport: runtime.transport.clone(),
+            group: group.clone(),
+            topics: vec![topic.clone()],
+            handler: handler.clone(),
+            max_in_flight,
+            max_buffered_records: max_in_flight.max(1) * 64,
+            policy: RestartPolicy::from(&runtime.config.supervision),
+            registry: runtime.registry.clone(),
+        };
+        async move {
+            let (actor, _) = Actor::spawn_linked(None, ConsumerActor, args, supervisor).await?;
+            Ok(actor.get_cell())
+        }
+    })
+}
+
+/// The children of one stage supervisor.
+fn stage_children(runtime: &Runtime, stage: Stage) -> anyhow::Result<Vec<ChildSpec>> {
+    let config = runtime.config.clone();
+    let topics = &config.topics;
+    let groups = &config.consumer_groups;
+    let children = match stage {
+        Stage::Generator => {
+            let runtime = runtime.clone();
+            vec![ChildSpec::new("generator/schedule_generator", move |supervisor| {
+                let args = ScheduleGeneratorArgs {
+                    config: runtime.config.schedule_generator.clone(),
+                    store: runtime.store.clone(),
+                };
+                async move {
+                    let (actor, _) = Actor::spawn_linked(None, ScheduleGenerator, args, supervisor).await?;
+                    Ok(actor.get_cell())
+                }
+            })]
+        }
+        Stage::Publisher => {
+            let runtime = runtime.clone();
+            vec![ChildSpec::new("publisher/schedule_publisher", move |supervisor| {
+                let args = SchedulePublisherArgs {
+                    config: runtime.config.clone(),
+                    store: runtime.store.clone(),
+                    catalog: runtime.catalog.clone(),
+                    transport: runtime.transport.clone(),
+                };
+                async move {
+                    let (actor, _) = Actor::spawn_linked(None, SchedulePublisher, args, supervisor).await?;
+                    Ok(actor.get_cell())
+                }
+            })]
+        }
+        Stage::Balancer => {
+            let balancer_runtime = runtime.clone();
+            let balancer = ChildSpec::new("balancer/load_balancer", move |supervisor| {
+                let args = LoadBalancerArgs {
+                    config: balancer_runtime.config.load_balancer.clone(),
+                    transport: balancer_runtime.transport.clone(),
+                    store: balancer_runtime.store.clone(),
+                    topic: balancer_runtime.config.topics.task_runs_load_balanced.clone(),
+                    handle: balancer_runtime.balancer.clone(),
+                };
+                async move {
+                    let (actor, _) = Actor::spawn_linked(None, LoadBalancer, args, supervisor).await?;
+                    Ok(actor.get_cell())
+                }
+            });
+            let router = Arc::new(TaskRouter::new(runtime.balancer.clone(), runtime.transport.clone(), &config));
+            let observer = Arc::new(ResultObserver::new(runtime.balancer.clone()));
+            vec![
+                balancer,
+                consumer_spec(
+                    runtime,
+                    format!("balancer/{}", topics.task_runs),
+                    groups.load_balancer.clone(),
+                    topics.task_runs.clone(),
+                    router,
+                    1,
+                ),
+                consumer_spec(
+                    runtime,
+                    format!("balancer/{}", topics.task_run_results),
+                    groups.load_balancer_results.clone(),
+                    topics.task_run_results.clone(),
+                    observer,
+                    1,
+                ),
+            ]
+        }
+        Stage::Runner => {
+            let context = Arc::new(ExecutionContext::new(config.clone())?);
+            let runner = Arc::new(TaskRunner::new(runtime.transport.clone(), config.clone(), context));
+            vec![consumer_spec(
+                runtime,
+                format!("runner/{}", topics.task_runs_load_balanced),
+                groups.task_runner.clone(),
+                topics.task_runs_load_balanced.clone(),
+                runner,
+                config.task_runner.max_in_flight_per_partition,
+            )]
+        }
+        Stage::Triggers => {
+            let listener = Arc::new(TriggerListener::new(
+                runtime.store.clone(),
+                runtime.catalog.clone(),
+                runtime.transport.clone(),
+                config.clone(),
+            ));
+            // One result at a time per partition: a run's results share a partition, and its
+            // outstanding count is updated in their order.
+            vec![consumer_spec(
+                runtime,
+                format!("triggers/{}", topics.task_run_results),
+                groups.trigger_listener.clone(),
+                topics.task_run_results.clone(),
+                listener,
+                1,
+            )]
+        }
+        Stage::Statistics => {
+            let listener = Arc::new(StatisticsListener::new(runtime.store.clone()));
+            vec![consumer_spec(
+                runtime,
+                format!("statistics/{}", topics.task_run_results),
+                groups.statistics.clone(),
+                topics.task_run_results.clone(),
+                listener,
+                4,
+            )]
+        }
+    };
+    Ok(children)
+}
