@@ -99,7 +99,10 @@ const SUPPORTED_TASK_TYPES: &str =
     "query, condition, transformer, processor, api_call, notification, for_each";
 
 /// Executes one task.
-pub async fn execute(task: &TaskMessage, context: &ExecutionContext) -> Result<TaskOutput, TaskFailure> {
+pub async fn execute(
+    task: &TaskMessage,
+    context: &ExecutionContext,
+) -> Result<TaskOutput, TaskFailure> {
     let span = tracing::debug_span!(
         "execute_task",
         pipeline_run_uuid = %task.common.pipeline_run_uuid,
@@ -120,7 +123,10 @@ pub async fn execute(task: &TaskMessage, context: &ExecutionContext) -> Result<T
     result
 }
 
-async fn execute_kind(task: &TaskMessage, context: &ExecutionContext) -> Result<TaskOutput, TaskFailure> {
+async fn execute_kind(
+    task: &TaskMessage,
+    context: &ExecutionContext,
+) -> Result<TaskOutput, TaskFailure> {
     let input = task.common.input.as_slice();
     let meta = &task.common.meta;
     match &task.kind {

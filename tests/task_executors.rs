@@ -68,7 +68,10 @@ async fn respond_pong(
     headers: HeaderMap,
     body: Bytes,
 ) -> &'static str {
-    let path = uri.path_and_query().map(|value| value.to_string()).unwrap_or_default();
+    let path = uri
+        .path_and_query()
+        .map(|value| value.to_string())
+        .unwrap_or_default();
     record(&received, method, path, headers, body);
     "pong"
 }
@@ -109,7 +112,10 @@ async fn penguin_database() -> (tempfile::TempDir, String) {
     .unwrap();
     pool.close().await;
 
-    let config = format!("[sources.birds]\ntype = \"sqlite\"\nurl = \"sqlite://{}?mode=ro\"\n", path.display());
+    let config = format!(
+        "[sources.birds]\ntype = \"sqlite\"\nurl = \"sqlite://{}?mode=ro\"\n",
+        path.display()
+    );
     (directory, config)
 }
 
@@ -136,7 +142,9 @@ async fn query_returns_rows_in_select_order() {
         text(&output),
         r#"[{"species":"Adelie","id":1,"mass":3.75,"tagged":true,"photo":"AQI=","seen":"2024-05-01"},{"species":"Gentoo","id":2,"mass":null,"tagged":false,"photo":null,"seen":"2024-05-02"}]"#
     );
-    let expected_order: Vec<String> = ["species", "id", "mass", "tagged", "photo", "seen"].map(String::from).to_vec();
+    let expected_order: Vec<String> = ["species", "id", "mass", "tagged", "photo", "seen"]
+        .map(String::from)
+        .to_vec();
     assert_eq!(output.column_order, Some(expected_order));
 }
 
@@ -144,7 +152,11 @@ async fn query_returns_rows_in_select_order() {
 async fn query_templates_input_values() {
     let (_directory, config) = penguin_database().await;
     let context = context(&config);
-    let message = run_query("SELECT id FROM penguins WHERE id > {{ value }}", "birds", b"1");
+    let message = run_query(
+        "SELECT id FROM penguins WHERE id > {{ value }}",
+        "birds",
+        b"1",
+    );
 
     let output = execute(&message, &context).await.unwrap();
 
@@ -155,12 +167,19 @@ async fn query_templates_input_values() {
 async fn query_without_rows_keeps_columns() {
     let (_directory, config) = penguin_database().await;
     let context = context(&config);
-    let message = run_query("SELECT id, species FROM penguins WHERE id > 100", "birds", b"");
+    let message = run_query(
+        "SELECT id, species FROM penguins WHERE id > 100",
+        "birds",
+        b"",
+    );
 
     let output = execute(&message, &context).await.unwrap();
 
     assert_eq!(text(&output), "[]");
-    assert_eq!(output.column_order, Some(vec!["id".to_owned(), "species".to_owned()]));
+    assert_eq!(
+        output.column_order,
+        Some(vec!["id".to_owned(), "species".to_owned()])
+    );
 }
 
 #[tokio::test]
@@ -172,7 +191,11 @@ async fn query_sql_error_is_10000() {
     let failure = execute(&message, &context).await.unwrap_err();
 
     assert_eq!(failure.code, ErrorCode::QueryFailed);
-    assert!(failure.message.contains("no such column"), "{}", failure.message);
+    assert!(
+        failure.message.contains("no such column"),
+        "{}",
+        failure.message
+    );
     assert!(!failure.retryable);
 }
 
@@ -185,7 +208,11 @@ async fn query_unknown_source_is_10001() {
     let failure = execute(&message, &context).await.unwrap_err();
 
     assert_eq!(failure.code, ErrorCode::QueryConnection);
-    assert!(failure.message.contains("[sources.warehouse]"), "{}", failure.message);
+    assert!(
+        failure.message.contains("[sources.warehouse]"),
+        "{}",
+        failure.message
+    );
     assert!(failure.message.contains("birds"), "{}", failure.message);
 }
 
@@ -193,12 +220,22 @@ async fn query_unknown_source_is_10001() {
 async fn query_missing_database_file_is_10001() {
     let directory = tempfile::tempdir().unwrap();
     let missing = directory.path().join("absent.db");
-    let config = format!("[sources.gone]\ntype = \"sqlite\"\nurl = \"sqlite://{}?mode=ro\"\n", missing.display());
+    let config = format!(
+        "[sources.gone]\ntype = \"sqlite\"\nurl = \"sqlite://{}?mode=ro\"\n",
+        missing.display()
+    );
     let context = context(&config);
 
-    let failure = execute(&run_query("SELECT 1", "gone", b""), &context).await.unwrap_err();
+    let failure = execute(&run_query("SELECT 1", "gone", b""), &context)
+        .await
+        .unwrap_err();
 
-    assert_eq!(failure.code, ErrorCode::QueryConnection, "{}", failure.message);
+    assert_eq!(
+        failure.code,
+        ErrorCode::QueryConnection,
+        "{}",
+        failure.message
+    );
 }
 
 fn call_api(fields: serde_json::Value, input: &[u8]) -> TaskMessage {
@@ -233,7 +270,10 @@ async fn api_call_outputs_body_and_sends_bearer_token() {
     assert_eq!(requests[0].path, "/hook?rows=2");
     assert_eq!(requests[0].headers["authorization"], "Bearer token-123");
     assert_eq!(requests[0].headers["content-type"], "application/json");
-    assert!(requests[0].headers["user-agent"].to_str().unwrap().starts_with("ylem-runtime/"));
+    assert!(requests[0].headers["user-agent"]
+        .to_str()
+        .unwrap()
+        .starts_with("ylem-runtime/"));
     assert_eq!(requests[0].body, Bytes::from_static(br#"{"total": 7}"#));
 }
 
@@ -252,13 +292,20 @@ async fn api_call_missing_token_variable_names_it() {
     let failure = execute(&message, &context("")).await.unwrap_err();
 
     assert_eq!(failure.code, ErrorCode::BadRequest);
-    assert!(failure.message.contains("YLEM_TEST_SURELY_UNSET_TOKEN"), "{}", failure.message);
+    assert!(
+        failure.message.contains("YLEM_TEST_SURELY_UNSET_TOKEN"),
+        "{}",
+        failure.message
+    );
     assert!(received.lock().unwrap().is_empty());
 }
 
 async fn api_call_status(code: u16) -> TaskFailure {
     let (address, _received) = start_server().await;
-    let message = call_api(json!({"integration": {"value": format!("http://{address}/status/{code}")}}), b"{}");
+    let message = call_api(
+        json!({"integration": {"value": format!("http://{address}/status/{code}")}}),
+        b"{}",
+    );
     execute(&message, &context("")).await.unwrap_err()
 }
 
@@ -269,7 +316,11 @@ async fn api_call_server_error_is_retryable_10201() {
     assert_eq!(failure.code, ErrorCode::ApiCallStatus);
     assert!(failure.retryable);
     assert!(failure.message.contains("HTTP 500"), "{}", failure.message);
-    assert!(failure.message.contains("server responded 500"), "{}", failure.message);
+    assert!(
+        failure.message.contains("server responded 500"),
+        "{}",
+        failure.message
+    );
 }
 
 #[tokio::test]
@@ -307,7 +358,10 @@ async fn api_call_connection_refused_is_retryable_10200() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let closed_address = listener.local_addr().unwrap();
     drop(listener);
-    let message = call_api(json!({"integration": {"value": format!("http://{closed_address}/x")}}), b"{}");
+    let message = call_api(
+        json!({"integration": {"value": format!("http://{closed_address}/x")}}),
+        b"{}",
+    );
 
     let failure = execute(&message, &context("")).await.unwrap_err();
 
@@ -318,7 +372,10 @@ async fn api_call_connection_refused_is_retryable_10200() {
 #[tokio::test]
 async fn api_call_get_sends_no_body() {
     let (address, received) = start_server().await;
-    let message = call_api(json!({"type": "get", "integration": {"value": format!("http://{address}/items")}}), b"[1]");
+    let message = call_api(
+        json!({"type": "get", "integration": {"value": format!("http://{address}/items")}}),
+        b"[1]",
+    );
 
     execute(&message, &context("")).await.unwrap();
 
@@ -405,12 +462,20 @@ async fn notification_server_error_is_retryable_10100() {
 
 #[tokio::test]
 async fn unsupported_notification_type_is_200() {
-    let message = notification(json!({"type": "sms", "body": "x", "integration": {"value": "http://127.0.0.1:9/"}}));
+    let message = notification(
+        json!({"type": "sms", "body": "x", "integration": {"value": "http://127.0.0.1:9/"}}),
+    );
 
     let failure = execute(&message, &context("")).await.unwrap_err();
 
     assert_eq!(failure.code, ErrorCode::BadRequest);
-    assert!(failure.message.contains("notification type sms is not supported"), "{}", failure.message);
+    assert!(
+        failure
+            .message
+            .contains("notification type sms is not supported"),
+        "{}",
+        failure.message
+    );
 }
 
 #[tokio::test]
@@ -418,15 +483,27 @@ async fn condition_for_each_and_processor_through_execute() {
     let context = context("");
     let input = br#"[{"n": 1}, {"n": 4}]"#;
 
-    let condition = task("tasks.check_condition", json!({"expression": "MAX(n) > 3", "input": base64(input)}));
+    let condition = task(
+        "tasks.check_condition",
+        json!({"expression": "MAX(n) > 3", "input": base64(input)}),
+    );
     let output = execute(&condition, &context).await.unwrap();
-    assert_eq!(text(&output), format!(r#"{{"result":true,"original_input":"{}"}}"#, base64(input)));
+    assert_eq!(
+        text(&output),
+        format!(r#"{{"result":true,"original_input":"{}"}}"#, base64(input))
+    );
 
     let for_each = task("tasks.run_for_each", json!({"input": base64(input)}));
     let output = execute(&for_each, &context).await.unwrap();
-    assert_eq!(output.outputs, vec![br#"[{"n":1}]"#.to_vec(), br#"[{"n":4}]"#.to_vec()]);
+    assert_eq!(
+        output.outputs,
+        vec![br#"[{"n":1}]"#.to_vec(), br#"[{"n":4}]"#.to_vec()]
+    );
 
-    let processor = task("tasks.process_data", json!({"expression": "map(.n) | add", "input": base64(input)}));
+    let processor = task(
+        "tasks.process_data",
+        json!({"expression": "map(.n) | add", "input": base64(input)}),
+    );
     let output = execute(&processor, &context).await.unwrap();
     assert_eq!(text(&output), "5");
 }
@@ -438,6 +515,14 @@ async fn unsupported_task_type_is_9999() {
     let failure = execute(&message, &context("")).await.unwrap_err();
 
     assert_eq!(failure.code, ErrorCode::UnknownTaskType);
-    assert!(failure.message.contains("task type merge"), "{}", failure.message);
-    assert!(failure.message.contains("supported: query"), "{}", failure.message);
+    assert!(
+        failure.message.contains("task type merge"),
+        "{}",
+        failure.message
+    );
+    assert!(
+        failure.message.contains("supported: query"),
+        "{}",
+        failure.message
+    );
 }

@@ -13,13 +13,22 @@ use crate::messages::{CallApi, ErrorCode, Meta};
 /// The method is `type`, else `integration.method`, else POST. The URL is `integration.value`
 /// followed by the templated `query_string`. The body is the templated `payload`, or the input
 /// when `payload` is empty, except that GET and HEAD requests have no body.
-pub async fn run(call: &CallApi, input: &[u8], meta: &Meta, client: &reqwest::Client) -> Result<TaskOutput, TaskFailure> {
+pub async fn run(
+    call: &CallApi,
+    input: &[u8],
+    meta: &Meta,
+    client: &reqwest::Client,
+) -> Result<TaskOutput, TaskFailure> {
     let request = build_request(call, input, meta).map_err(to_task_failure)?;
     let body = http::send(client, request).await.map_err(to_task_failure)?;
     Ok(TaskOutput::single(body))
 }
 
-fn build_request<'a>(call: &'a CallApi, input: &[u8], meta: &Meta) -> Result<TaskRequest<'a>, HttpCallError> {
+fn build_request<'a>(
+    call: &'a CallApi,
+    input: &[u8],
+    meta: &Meta,
+) -> Result<TaskRequest<'a>, HttpCallError> {
     let method_name = [call.method.as_str(), call.integration.method.as_str()]
         .into_iter()
         .find(|name| !name.trim().is_empty())
@@ -37,7 +46,10 @@ fn build_request<'a>(call: &'a CallApi, input: &[u8], meta: &Meta) -> Result<Tas
             "api_call integration.value (the target URL) is empty".to_owned(),
         ));
     }
-    let url = append_query_string(call.integration.value.trim(), &render("query_string", &call.query_string)?);
+    let url = append_query_string(
+        call.integration.value.trim(),
+        &render("query_string", &call.query_string)?,
+    );
 
     let mut headers = parse_headers(&render("headers", &call.headers)?)?;
     let body = if method == Method::GET || method == Method::HEAD {
@@ -78,9 +90,12 @@ fn parse_headers(text: &str) -> Result<HeaderMap, HttpCallError> {
     if text.trim().is_empty() {
         return Ok(headers);
     }
-    let parsed: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text).map_err(|error| {
-        HttpCallError::InvalidRequest(format!("api_call headers must be a JSON object of strings: {error}"))
-    })?;
+    let parsed: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(text).map_err(|error| {
+            HttpCallError::InvalidRequest(format!(
+                "api_call headers must be a JSON object of strings: {error}"
+            ))
+        })?;
     for (name, value) in parsed {
         let value = match value {
             serde_json::Value::String(text) => text,
@@ -116,7 +131,10 @@ mod tests {
     #[test]
     fn query_string_is_appended() {
         assert_eq!(append_query_string("http://h/p", "a=1"), "http://h/p?a=1");
-        assert_eq!(append_query_string("http://h/p?x=2", "?a=1"), "http://h/p?x=2&a=1");
+        assert_eq!(
+            append_query_string("http://h/p?x=2", "?a=1"),
+            "http://h/p?x=2&a=1"
+        );
         assert_eq!(append_query_string("http://h/p", ""), "http://h/p");
     }
 
@@ -144,7 +162,8 @@ mod tests {
 
     #[test]
     fn integration_method_is_fallback() {
-        let mut call = call(serde_json::json!({"integration": {"value": "http://h/", "method": "GET"}}));
+        let mut call =
+            call(serde_json::json!({"integration": {"value": "http://h/", "method": "GET"}}));
         call.integration = ApiIntegration {
             method: "GET".into(),
             ..call.integration
@@ -156,7 +175,8 @@ mod tests {
 
     #[test]
     fn headers_must_be_object() {
-        let call = call(serde_json::json!({"headers": "[1]", "integration": {"value": "http://h/"}}));
+        let call =
+            call(serde_json::json!({"headers": "[1]", "integration": {"value": "http://h/"}}));
         let Err(error) = build_request(&call, b"", &Meta::default()) else {
             panic!("a header array was accepted");
         };

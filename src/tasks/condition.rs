@@ -17,12 +17,18 @@ struct ConditionOutput {
 }
 
 /// Evaluates the condition and outputs `{"result": bool, "original_input": base64(input)}`.
-pub fn run(condition: &CheckCondition, input: &[u8], meta: &Meta) -> Result<TaskOutput, TaskFailure> {
+pub fn run(
+    condition: &CheckCondition,
+    input: &[u8],
+    meta: &Meta,
+) -> Result<TaskOutput, TaskFailure> {
     let expression = condition.expression.as_str();
     if let Err(error) = serde_json::from_slice::<serde_json::Value>(input) {
         return Err(TaskFailure::new(
             ErrorCode::ConditionFailed,
-            format!("condition `{expression}` needs a JSON input, but the input is not JSON: {error}"),
+            format!(
+                "condition `{expression}` needs a JSON input, but the input is not JSON: {error}"
+            ),
         ));
     }
 
@@ -46,7 +52,10 @@ pub fn run(condition: &CheckCondition, input: &[u8], meta: &Meta) -> Result<Task
         original_input: base64::engine::general_purpose::STANDARD.encode(input),
     };
     let bytes = serde_json::to_vec(&output).map_err(|error| {
-        TaskFailure::new(ErrorCode::Internal, format!("failed to encode the condition output: {error}"))
+        TaskFailure::new(
+            ErrorCode::Internal,
+            format!("failed to encode the condition output: {error}"),
+        )
     })?;
     Ok(TaskOutput::single(bytes))
 }
@@ -84,7 +93,11 @@ mod tests {
         let failure = check("a + 1", r#"{"a":2}"#).unwrap_err();
         assert_eq!(failure.code, ErrorCode::ConditionFailed);
         assert!(failure.message.contains("`a + 1`"), "{}", failure.message);
-        assert!(failure.message.contains("an integer (3)"), "{}", failure.message);
+        assert!(
+            failure.message.contains("an integer (3)"),
+            "{}",
+            failure.message
+        );
     }
 
     #[test]
@@ -98,6 +111,10 @@ mod tests {
     fn unknown_variable_fails_with_names() {
         let failure = check("b > 1", r#"{"a":2}"#).unwrap_err();
         assert_eq!(failure.code, ErrorCode::ConditionFailed);
-        assert!(failure.message.contains("available variables are a"), "{}", failure.message);
+        assert!(
+            failure.message.contains("available variables are a"),
+            "{}",
+            failure.message
+        );
     }
 }

@@ -52,7 +52,10 @@ pub struct Evaluator<'a> {
 impl<'a> Evaluator<'a> {
     /// Builds the variables from `raw_input`. Input that is not JSON yields no variables, but
     /// `INPUT()` still returns it. `env_vars` is the run's `meta.EnvVars`.
-    pub fn new(raw_input: &'a [u8], env_vars: &'a BTreeMap<String, serde_json::Value>) -> Evaluator<'a> {
+    pub fn new(
+        raw_input: &'a [u8],
+        env_vars: &'a BTreeMap<String, serde_json::Value>,
+    ) -> Evaluator<'a> {
         let variables = match serde_json::from_slice::<serde_json::Value>(raw_input) {
             Ok(json) => reshape(json)
                 .into_iter()
@@ -69,7 +72,8 @@ impl<'a> Evaluator<'a> {
 
     /// Evaluates one expression.
     pub fn evaluate(&self, expression: &str) -> Result<Value, ExpressionError> {
-        let normalized = normalize_syntax(expression).map_err(|problem| ExpressionError::new(expression, problem))?;
+        let normalized = normalize_syntax(expression)
+            .map_err(|problem| ExpressionError::new(expression, problem))?;
         let tree = evalexpr::build_operator_tree::<evalexpr::DefaultNumericTypes>(&normalized)
             .map_err(|err| ExpressionError::new(expression, describe_error(&err)))?;
 
@@ -88,7 +92,11 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Checks that `identifier` names an input variable, or reads it from the environment.
-    fn resolve_variable(&self, identifier: &str, context: &mut EvaluationContext<'_>) -> Result<(), String> {
+    fn resolve_variable(
+        &self,
+        identifier: &str,
+        context: &mut EvaluationContext<'_>,
+    ) -> Result<(), String> {
         if self.variables.contains_key(identifier) {
             return Ok(());
         }
@@ -117,7 +125,8 @@ impl<'a> Evaluator<'a> {
 
     fn describe_available_variables(&self) -> String {
         if self.variables.is_empty() {
-            return "the input has no variables (it is empty, not JSON, or an empty array)".to_owned();
+            return "the input has no variables (it is empty, not JSON, or an empty array)"
+                .to_owned();
         }
         let mut names: Vec<&str> = self.variables.keys().map(String::as_str).collect();
         names.sort_unstable();
@@ -157,9 +166,9 @@ fn columns_of_rows(rows: Vec<serde_json::Value>) -> serde_json::Map<String, serd
             continue;
         };
         for (key, cell) in row {
-            let column = columns
-                .entry(key)
-                .or_insert_with(|| serde_json::Value::Array(vec![serde_json::Value::Null; row_count]));
+            let column = columns.entry(key).or_insert_with(|| {
+                serde_json::Value::Array(vec![serde_json::Value::Null; row_count])
+            });
             if let serde_json::Value::Array(cells) = column {
                 cells[row_index] = cell;
             }
@@ -283,8 +292,14 @@ mod tests {
 
     #[test]
     fn reshape_scalar_and_scalar_array() {
-        assert_eq!(serde_json::Value::Object(reshape(json!(5))), json!({"value": 5}));
-        assert_eq!(serde_json::Value::Object(reshape(json!("s"))), json!({"value": "s"}));
+        assert_eq!(
+            serde_json::Value::Object(reshape(json!(5))),
+            json!({"value": 5})
+        );
+        assert_eq!(
+            serde_json::Value::Object(reshape(json!("s"))),
+            json!({"value": "s"})
+        );
         assert_eq!(
             serde_json::Value::Object(reshape(json!([1, 2]))),
             json!({"value": [1, 2]})
@@ -300,17 +315,35 @@ mod tests {
         assert_eq!(evaluate(input, "COUNT(n)").unwrap(), Value::Int(3));
         assert_eq!(evaluate(input, "MIN(n)").unwrap(), Value::Int(1));
         assert_eq!(evaluate(input, "Max(n)").unwrap(), Value::Int(6));
-        assert_eq!(evaluate(input, "FIRST(s)").unwrap(), Value::String("a".into()));
-        assert_eq!(evaluate(input, "LAST(s)").unwrap(), Value::String("c".into()));
+        assert_eq!(
+            evaluate(input, "FIRST(s)").unwrap(),
+            Value::String("a".into())
+        );
+        assert_eq!(
+            evaluate(input, "LAST(s)").unwrap(),
+            Value::String("c".into())
+        );
     }
 
     #[test]
     fn word_operators_and_single_quotes() {
         let input = r#"{"a": 3, "name": "it's"}"#;
-        assert_eq!(evaluate(input, "a > 1 AND NOT (a == 4)").unwrap(), Value::Boolean(true));
-        assert_eq!(evaluate(input, "a > 5 or a < 4").unwrap(), Value::Boolean(true));
-        assert_eq!(evaluate(input, r"name == 'it\'s'").unwrap(), Value::Boolean(true));
-        assert_eq!(evaluate(input, r#"name == "it's""#).unwrap(), Value::Boolean(true));
+        assert_eq!(
+            evaluate(input, "a > 1 AND NOT (a == 4)").unwrap(),
+            Value::Boolean(true)
+        );
+        assert_eq!(
+            evaluate(input, "a > 5 or a < 4").unwrap(),
+            Value::Boolean(true)
+        );
+        assert_eq!(
+            evaluate(input, r"name == 'it\'s'").unwrap(),
+            Value::Boolean(true)
+        );
+        assert_eq!(
+            evaluate(input, r#"name == "it's""#).unwrap(),
+            Value::Boolean(true)
+        );
     }
 
     #[test]
@@ -322,28 +355,52 @@ mod tests {
     fn unknown_variable_lists_available() {
         let error = evaluate(r#"{"a": 1, "b": 2}"#, "c > 1").unwrap_err();
         assert_eq!(error.expression, "c > 1");
-        assert!(error.problem.contains("unknown variable `c`"), "{}", error.problem);
-        assert!(error.problem.contains("available variables are a, b"), "{}", error.problem);
+        assert!(
+            error.problem.contains("unknown variable `c`"),
+            "{}",
+            error.problem
+        );
+        assert!(
+            error.problem.contains("available variables are a, b"),
+            "{}",
+            error.problem
+        );
     }
 
     #[test]
     fn env_variable_from_meta_then_process() {
         let env_vars = BTreeMap::from([("LIMIT".to_owned(), json!(10))]);
         let evaluator = Evaluator::new(b"{\"a\": 3}", &env_vars);
-        assert_eq!(evaluator.evaluate("a < ENV_LIMIT").unwrap(), Value::Boolean(true));
+        assert_eq!(
+            evaluator.evaluate("a < ENV_LIMIT").unwrap(),
+            Value::Boolean(true)
+        );
 
-        let missing = evaluator.evaluate("ENV_YLEM_TEST_SURELY_UNSET_VARIABLE").unwrap_err();
-        assert!(missing.problem.contains("YLEM_TEST_SURELY_UNSET_VARIABLE"), "{}", missing.problem);
+        let missing = evaluator
+            .evaluate("ENV_YLEM_TEST_SURELY_UNSET_VARIABLE")
+            .unwrap_err();
+        assert!(
+            missing.problem.contains("YLEM_TEST_SURELY_UNSET_VARIABLE"),
+            "{}",
+            missing.problem
+        );
     }
 
     #[test]
     fn unknown_function_names_available() {
         let error = evaluate("{}", "FOO(1)").unwrap_err();
-        assert!(error.problem.contains("unknown function `FOO`"), "{}", error.problem);
+        assert!(
+            error.problem.contains("unknown function `FOO`"),
+            "{}",
+            error.problem
+        );
     }
 
     #[test]
     fn input_function_returns_raw_text() {
-        assert_eq!(evaluate("not json", "INPUT()").unwrap(), Value::String("not json".into()));
+        assert_eq!(
+            evaluate("not json", "INPUT()").unwrap(),
+            Value::String("not json".into())
+        );
     }
 }

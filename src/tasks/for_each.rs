@@ -27,7 +27,11 @@ pub fn run(input: &[u8]) -> Result<TaskOutput, TaskFailure> {
     }
     let outputs = elements
         .into_iter()
-        .map(|element| serde_json::Value::Array(vec![element]).to_string().into_bytes())
+        .map(|element| {
+            serde_json::Value::Array(vec![element])
+                .to_string()
+                .into_bytes()
+        })
         .collect();
     Ok(TaskOutput {
         outputs,

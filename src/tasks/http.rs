@@ -67,25 +67,38 @@ pub fn parse_method(name: &str) -> Result<Method, HttpCallError> {
 
 /// Sets `Content-Type: application/json` when no content type is set and the body is JSON.
 pub fn default_json_content_type(headers: &mut HeaderMap, body: &[u8]) {
-    if !headers.contains_key(CONTENT_TYPE) && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
+    if !headers.contains_key(CONTENT_TYPE)
+        && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+    {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
 }
 
 /// Adds one header, rejecting names and values that HTTP does not allow.
-pub fn insert_header(headers: &mut HeaderMap, name: &str, value: &str) -> Result<(), HttpCallError> {
+pub fn insert_header(
+    headers: &mut HeaderMap,
+    name: &str,
+    value: &str,
+) -> Result<(), HttpCallError> {
     let header_name = HeaderName::from_bytes(name.as_bytes())
         .map_err(|_| HttpCallError::InvalidRequest(format!("header name {name:?} is invalid")))?;
-    let header_value = HeaderValue::from_str(value)
-        .map_err(|_| HttpCallError::InvalidRequest(format!("the value of header {name} contains characters HTTP does not allow")))?;
+    let header_value = HeaderValue::from_str(value).map_err(|_| {
+        HttpCallError::InvalidRequest(format!(
+            "the value of header {name} contains characters HTTP does not allow"
+        ))
+    })?;
     headers.insert(header_name, header_value);
     Ok(())
 }
 
 /// Sends the request and returns the response body.
-pub async fn send(client: &reqwest::Client, request: TaskRequest<'_>) -> Result<Vec<u8>, HttpCallError> {
-    let url = reqwest::Url::parse(&request.url)
-        .map_err(|error| HttpCallError::InvalidRequest(format!("URL {:?} is invalid: {error}", request.target)))?;
+pub async fn send(
+    client: &reqwest::Client,
+    request: TaskRequest<'_>,
+) -> Result<Vec<u8>, HttpCallError> {
+    let url = reqwest::Url::parse(&request.url).map_err(|error| {
+        HttpCallError::InvalidRequest(format!("URL {:?} is invalid: {error}", request.target))
+    })?;
     let mut builder = client.request(request.method, url).headers(request.headers);
     builder = apply_auth(builder, request.integration)?;
     if let Some(body) = request.body {
@@ -113,25 +126,38 @@ pub async fn send(client: &reqwest::Client, request: TaskRequest<'_>) -> Result<
 }
 
 /// Adds the credentials that `integration.auth_type` names, read from environment variables.
-fn apply_auth(builder: reqwest::RequestBuilder, integration: &ApiIntegration) -> Result<reqwest::RequestBuilder, HttpCallError> {
+fn apply_auth(
+    builder: reqwest::RequestBuilder,
+    integration: &ApiIntegration,
+) -> Result<reqwest::RequestBuilder, HttpCallError> {
     match integration.auth_type.to_ascii_lowercase().as_str() {
         "" | "none" => Ok(builder),
         "bearer" => {
-            let token = read_secret("integration.auth_bearer_token_env", &integration.auth_bearer_token_env)?;
+            let token = read_secret(
+                "integration.auth_bearer_token_env",
+                &integration.auth_bearer_token_env,
+            )?;
             Ok(builder.bearer_auth(token))
         }
         "basic" => {
-            let password = read_secret("integration.auth_basic_password_env", &integration.auth_basic_password_env)?;
+            let password = read_secret(
+                "integration.auth_basic_password_env",
+                &integration.auth_basic_password_env,
+            )?;
             Ok(builder.basic_auth(&integration.auth_basic_user_name, Some(password)))
         }
         "header" => {
-            let value = read_secret("integration.auth_header_value_env", &integration.auth_header_value_env)?;
-            let name = HeaderName::from_bytes(integration.auth_header_name.as_bytes()).map_err(|_| {
-                HttpCallError::InvalidRequest(format!(
-                    "integration.auth_header_name {:?} is not a valid header name",
-                    integration.auth_header_name
-                ))
-            })?;
+            let value = read_secret(
+                "integration.auth_header_value_env",
+                &integration.auth_header_value_env,
+            )?;
+            let name =
+                HeaderName::from_bytes(integration.auth_header_name.as_bytes()).map_err(|_| {
+                    HttpCallError::InvalidRequest(format!(
+                        "integration.auth_header_name {:?} is not a valid header name",
+                        integration.auth_header_name
+                    ))
+                })?;
             let mut header_value = HeaderValue::from_str(&value).map_err(|_| {
                 HttpCallError::InvalidRequest(format!(
                     "the value of environment variable {} contains characters HTTP headers do not allow",
@@ -220,8 +246,15 @@ mod tests {
 
     #[test]
     fn missing_credential_names_variable() {
-        let error = read_secret("integration.auth_bearer_token_env", "YLEM_TEST_SURELY_UNSET_TOKEN").unwrap_err();
-        assert!(error.to_string().contains("YLEM_TEST_SURELY_UNSET_TOKEN"), "{error}");
+        let error = read_secret(
+            "integration.auth_bearer_token_env",
+            "YLEM_TEST_SURELY_UNSET_TOKEN",
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("YLEM_TEST_SURELY_UNSET_TOKEN"),
+            "{error}"
+        );
         assert!(!error.is_retryable());
     }
 

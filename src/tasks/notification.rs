@@ -27,10 +27,18 @@ struct SlackMessage<'a> {
 }
 
 /// Sends the notification. The output is empty, as in Ylem.
-pub async fn run(notification: &SendNotification, common: &TaskCommon, client: &reqwest::Client) -> Result<TaskOutput, TaskFailure> {
+pub async fn run(
+    notification: &SendNotification,
+    common: &TaskCommon,
+    client: &reqwest::Client,
+) -> Result<TaskOutput, TaskFailure> {
     let evaluator = Evaluator::new(&common.input, &common.meta.env_vars);
-    let body = render_template(&notification.body, &evaluator)
-        .map_err(|error| TaskFailure::new(ErrorCode::NotificationFailed, format!("notification body: {error}")))?;
+    let body = render_template(&notification.body, &evaluator).map_err(|error| {
+        TaskFailure::new(
+            ErrorCode::NotificationFailed,
+            format!("notification body: {error}"),
+        )
+    })?;
 
     let notification_type = notification.notification_type.as_str();
     let (payload, target) = match notification_type {
@@ -42,10 +50,16 @@ pub async fn run(notification: &SendNotification, common: &TaskCommon, client: &
                 pipeline_run_uuid: common.pipeline_run_uuid,
                 task_uuid: common.task_uuid,
             };
-            (serde_json::to_vec(&message), notification.integration.value.trim().to_owned())
+            (
+                serde_json::to_vec(&message),
+                notification.integration.value.trim().to_owned(),
+            )
         }
         // The URL of a Slack incoming webhook is its credential, so errors name only the service.
-        "slack" => (serde_json::to_vec(&SlackMessage { text: &body }), "the Slack incoming webhook".to_owned()),
+        "slack" => (
+            serde_json::to_vec(&SlackMessage { text: &body }),
+            "the Slack incoming webhook".to_owned(),
+        ),
         other => {
             return Err(TaskFailure::new(
                 ErrorCode::BadRequest,
@@ -54,7 +68,10 @@ pub async fn run(notification: &SendNotification, common: &TaskCommon, client: &
         }
     };
     let payload = payload.map_err(|error| {
-        TaskFailure::new(ErrorCode::Internal, format!("failed to encode the notification: {error}"))
+        TaskFailure::new(
+            ErrorCode::Internal,
+            format!("failed to encode the notification: {error}"),
+        )
     })?;
 
     if notification.integration.value.trim().is_empty() {
@@ -82,7 +99,9 @@ pub async fn run(notification: &SendNotification, common: &TaskCommon, client: &
 fn to_task_failure(error: HttpCallError) -> TaskFailure {
     let code = match &error {
         HttpCallError::InvalidRequest(_) => ErrorCode::BadRequest,
-        HttpCallError::Transport { .. } | HttpCallError::Status { .. } => ErrorCode::NotificationFailed,
+        HttpCallError::Transport { .. } | HttpCallError::Status { .. } => {
+            ErrorCode::NotificationFailed
+        }
     };
     TaskFailure {
         code,

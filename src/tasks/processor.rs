@@ -45,7 +45,9 @@ impl ProgramCache {
     fn lock(&self) -> std::sync::MutexGuard<'_, lru::LruCache<String, Arc<Program>>> {
         // A panic while holding the lock cannot leave the cache inconsistent, so a poisoned
         // lock is used as it is.
-        self.programs.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.programs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -58,13 +60,22 @@ fn processor_failure(message: impl Into<String>) -> TaskFailure {
 ///
 /// NOTE: a program that never ends keeps its blocking thread busy after the time limit
 /// expires, because jaq has no cancellation.
-pub async fn run(process: &ProcessData, input: &[u8], cache: &ProgramCache) -> Result<TaskOutput, TaskFailure> {
+pub async fn run(
+    process: &ProcessData,
+    input: &[u8],
+    cache: &ProgramCache,
+) -> Result<TaskOutput, TaskFailure> {
     let program = cache.get_or_compile(&process.expression)?;
     let input = input.to_vec();
     let expression = process.expression.clone();
     let output = tokio::task::spawn_blocking(move || run_program(&program, &expression, &input))
         .await
-        .map_err(|error| TaskFailure::new(ErrorCode::Internal, format!("the jq program's thread failed: {error}")))??;
+        .map_err(|error| {
+            TaskFailure::new(
+                ErrorCode::Internal,
+                format!("the jq program's thread failed: {error}"),
+            )
+        })??;
     Ok(TaskOutput::single(output))
 }
 
@@ -73,13 +84,22 @@ fn compile(expression: &str) -> Result<Program, TaskFailure> {
         code: expression,
         path: (),
     };
-    let definitions = jaq_core::defs().chain(jaq_std::defs()).chain(jaq_json::defs());
-    let functions = jaq_core::funs().chain(jaq_std::funs()).chain(jaq_json::funs());
+    let definitions = jaq_core::defs()
+        .chain(jaq_std::defs())
+        .chain(jaq_json::defs());
+    let functions = jaq_core::funs()
+        .chain(jaq_std::funs())
+        .chain(jaq_json::funs());
     let arena = Arena::default();
 
     let modules = Loader::new(definitions)
         .load(&arena, program)
-        .map_err(|errors| processor_failure(format!("jq program `{expression}` is invalid: {}", describe_load_errors(&errors))))?;
+        .map_err(|errors| {
+            processor_failure(format!(
+                "jq program `{expression}` is invalid: {}",
+                describe_load_errors(&errors)
+            ))
+        })?;
     Compiler::default()
         .with_funs(functions)
         .compile(modules)
@@ -89,7 +109,10 @@ fn compile(expression: &str) -> Result<Program, TaskFailure> {
                 .flat_map(|(_, undefined)| undefined.iter())
                 .map(|(name, kind)| format!("undefined {} {name}", kind.as_str()))
                 .collect();
-            processor_failure(format!("jq program `{expression}` is invalid: {}", problems.join("; ")))
+            processor_failure(format!(
+                "jq program `{expression}` is invalid: {}",
+                problems.join("; ")
+            ))
         })
 }
 
@@ -99,17 +122,17 @@ fn describe_load_errors(errors: &jaq_core::load::Errors<&str, ()>) -> String {
     let mut problems = Vec::new();
     for (_, error) in errors {
         match error {
-            Error::Io(failures) => problems.extend(failures.iter().map(|(path, message)| format!("{path}: {message}"))),
-            Error::Lex(failures) => problems.extend(
+            Error::Io(failures) => problems.extend(
                 failures
                     .iter()
-                    .map(|(expected, rest)| format!("expected {} at {:?}", expected.as_str(), excerpt(rest))),
+                    .map(|(path, message)| format!("{path}: {message}")),
             ),
-            Error::Parse(failures) => problems.extend(
-                failures
-                    .iter()
-                    .map(|(expected, rest)| format!("expected {} at {:?}", expected.as_str(), excerpt(rest))),
-            ),
+            Error::Lex(failures) => problems.extend(failures.iter().map(|(expected, rest)| {
+                format!("expected {} at {:?}", expected.as_str(), excerpt(rest))
+            })),
+            Error::Parse(failures) => problems.extend(failures.iter().map(|(expected, rest)| {
+                format!("expected {} at {:?}", expected.as_str(), excerpt(rest))
+            })),
         }
     }
     problems.join("; ")
@@ -124,8 +147,11 @@ fn excerpt(rest: &str) -> &str {
 }
 
 fn run_program(program: &Program, expression: &str, input: &[u8]) -> Result<Vec<u8>, TaskFailure> {
-    let input = jaq_json::read::parse_single(input)
-        .map_err(|error| processor_failure(format!("jq program `{expression}` needs a JSON input: {error}")))?;
+    let input = jaq_json::read::parse_single(input).map_err(|error| {
+        processor_failure(format!(
+            "jq program `{expression}` needs a JSON input: {error}"
+        ))
+    })?;
 
     let context = Ctx::<data::JustLut<Val>>::new(&program.lut, Vars::new([]));
     let mut last: Option<Val> = None;
@@ -183,9 +209,17 @@ mod tests {
 
     #[tokio::test]
     async fn std_filters_work() {
-        let output = process("map(select(.a > 1)) | length", r#"[{"a":1},{"a":2},{"a":3}]"#).await.unwrap();
+        let output = process(
+            "map(select(.a > 1)) | length",
+            r#"[{"a":1},{"a":2},{"a":3}]"#,
+        )
+        .await
+        .unwrap();
         assert_eq!(output, "2");
-        assert_eq!(process("{b: .a}", r#"{"a":"x"}"#).await.unwrap(), r#"{"b":"x"}"#);
+        assert_eq!(
+            process("{b: .a}", r#"{"a":"x"}"#).await.unwrap(),
+            r#"{"b":"x"}"#
+        );
     }
 
     #[tokio::test]
@@ -199,7 +233,11 @@ mod tests {
     async fn undefined_filter_is_named() {
         let failure = process("nosuchfilter", "{}").await.unwrap_err();
         assert_eq!(failure.code, ErrorCode::ProcessorFailed);
-        assert!(failure.message.contains("nosuchfilter"), "{}", failure.message);
+        assert!(
+            failure.message.contains("nosuchfilter"),
+            "{}",
+            failure.message
+        );
     }
 
     #[tokio::test]

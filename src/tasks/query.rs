@@ -12,19 +12,30 @@ use super::expression::{render_template, Evaluator};
 use super::{ExecutionContext, TaskFailure, TaskOutput};
 use crate::messages::{ErrorCode, Meta, RunQuery};
 
-pub use pools::SourcePools;
 use pools::SourcePool;
+pub use pools::SourcePools;
 
 /// Templates the query with the input, runs it and outputs the rows.
-pub async fn run(query: &RunQuery, input: &[u8], meta: &Meta, context: &ExecutionContext) -> Result<TaskOutput, TaskFailure> {
+pub async fn run(
+    query: &RunQuery,
+    input: &[u8],
+    meta: &Meta,
+    context: &ExecutionContext,
+) -> Result<TaskOutput, TaskFailure> {
     let source_name = query.source.name.as_str();
-    let pool = context.source_pools.get_or_create(source_name, &context.config)?;
+    let pool = context
+        .source_pools
+        .get_or_create(source_name, &context.config)?;
 
     let evaluator = Evaluator::new(input, &meta.env_vars);
-    let sql = render_template(&query.query, &evaluator)
-        .map_err(|error| TaskFailure::new(ErrorCode::QueryFailed, format!("query template: {error}")))?;
+    let sql = render_template(&query.query, &evaluator).map_err(|error| {
+        TaskFailure::new(ErrorCode::QueryFailed, format!("query template: {error}"))
+    })?;
     if sql.trim().is_empty() {
-        return Err(TaskFailure::new(ErrorCode::BadRequest, "the query is empty"));
+        return Err(TaskFailure::new(
+            ErrorCode::BadRequest,
+            "the query is empty",
+        ));
     }
 
     // NOTE: the SQL is the task's text with `{{expr}}` values inserted as they are, as in Ylem,
@@ -42,7 +53,9 @@ pub async fn run(query: &RunQuery, input: &[u8], meta: &Meta, context: &Executio
 }
 
 async fn run_sqlite(pool: &sqlx::SqlitePool, sql: String) -> Result<rows::Table, sqlx::Error> {
-    let fetched = sqlx::query(AssertSqlSafe(sql.clone())).fetch_all(pool).await?;
+    let fetched = sqlx::query(AssertSqlSafe(sql.clone()))
+        .fetch_all(pool)
+        .await?;
     if fetched.is_empty() {
         let columns = describe_columns(pool, sql).await;
         return Ok(rows::Table::empty(columns));
@@ -53,7 +66,9 @@ async fn run_sqlite(pool: &sqlx::SqlitePool, sql: String) -> Result<rows::Table,
 /// Runs Postgres queries through the simple query protocol, whose results are text. Text
 /// keeps every type readable (numeric, dates, arrays) without a decoder per type.
 async fn run_postgres(pool: &sqlx::PgPool, sql: String) -> Result<rows::Table, sqlx::Error> {
-    let fetched = sqlx::raw_sql(AssertSqlSafe(sql.clone())).fetch_all(pool).await?;
+    let fetched = sqlx::raw_sql(AssertSqlSafe(sql.clone()))
+        .fetch_all(pool)
+        .await?;
     if fetched.is_empty() {
         let columns = describe_columns(pool, sql).await;
         return Ok(rows::Table::empty(columns));
@@ -70,7 +85,11 @@ where
     use sqlx::{Column, Statement};
 
     match executor.prepare(AssertSqlSafe(sql).into_sql_str()).await {
-        Ok(statement) => statement.columns().iter().map(|column| column.name().to_owned()).collect(),
+        Ok(statement) => statement
+            .columns()
+            .iter()
+            .map(|column| column.name().to_owned())
+            .collect(),
         Err(_) => Vec::new(),
     }
 }
@@ -81,25 +100,36 @@ fn classify_error(source_name: &str, error: sqlx::Error) -> TaskFailure {
     match error {
         sqlx::Error::Database(database_error) => {
             let message = database_error.message().to_owned();
-            let code = database_error.code().map(|code| code.into_owned()).unwrap_or_default();
+            let code = database_error
+                .code()
+                .map(|code| code.into_owned())
+                .unwrap_or_default();
             if is_connection_sqlstate(&code) {
                 return TaskFailure::new(
                     ErrorCode::QueryConnection,
-                    format!("failed to connect to source {source_name}: {message} (SQLSTATE {code})"),
+                    format!(
+                        "failed to connect to source {source_name}: {message} (SQLSTATE {code})"
+                    ),
                 );
             }
-            let code_suffix = if code.is_empty() { String::new() } else { format!(" (code {code})") };
+            let code_suffix = if code.is_empty() {
+                String::new()
+            } else {
+                format!(" (code {code})")
+            };
             TaskFailure::new(
                 ErrorCode::QueryFailed,
                 format!("query on source {source_name} failed: {message}{code_suffix}"),
             )
         }
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
-            TaskFailure::retryable(
-                ErrorCode::QueryConnection,
-                format!("failed to connect to source {source_name}: {error}"),
-            )
-        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => TaskFailure::retryable(
+            ErrorCode::QueryConnection,
+            format!("failed to connect to source {source_name}: {error}"),
+        ),
         sqlx::Error::Configuration(_) => TaskFailure::new(
             ErrorCode::QueryConnection,
             format!("failed to connect to source {source_name}: {error}"),

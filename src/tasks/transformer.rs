@@ -7,7 +7,11 @@ use super::{json_type_name, TaskFailure, TaskOutput};
 use crate::messages::{ErrorCode, Meta, TransformData};
 
 /// Runs the transformation named by `type`.
-pub fn run(transform: &TransformData, input: &[u8], meta: &Meta) -> Result<TaskOutput, TaskFailure> {
+pub fn run(
+    transform: &TransformData,
+    input: &[u8],
+    meta: &Meta,
+) -> Result<TaskOutput, TaskFailure> {
     let output = match transform.transform_type.as_str() {
         "extract_from_json" => extract_from_json(&transform.json_query_expression, input)?,
         "cast_to" => cast::cast_input(&transform.cast_to_type, input)?,
@@ -31,10 +35,13 @@ fn transformer_failure(message: impl Into<String>) -> TaskFailure {
 
 /// Outputs the JSON that the gjson `path` selects from the input.
 fn extract_from_json(path: &str, input: &[u8]) -> Result<Vec<u8>, TaskFailure> {
-    let text = std::str::from_utf8(input)
-        .map_err(|_| transformer_failure("extract_from_json needs a JSON input, but the input is not UTF-8 text"))?;
+    let text = std::str::from_utf8(input).map_err(|_| {
+        transformer_failure("extract_from_json needs a JSON input, but the input is not UTF-8 text")
+    })?;
     if !gjson::valid(text) {
-        return Err(transformer_failure("extract_from_json needs a JSON input, but the input is not valid JSON"));
+        return Err(transformer_failure(
+            "extract_from_json needs a JSON input, but the input is not valid JSON",
+        ));
     }
     let found = gjson::get(text, path);
     if !found.exists() {
@@ -57,8 +64,9 @@ fn split_string(delimiter: &str, input: &[u8]) -> Result<Vec<u8>, TaskFailure> {
                 json_type_name(&parsed)
             )));
         }
-        _ => String::from_utf8(input.to_vec())
-            .map_err(|_| transformer_failure("str_split needs a text input, but the input is not UTF-8"))?,
+        _ => String::from_utf8(input.to_vec()).map_err(|_| {
+            transformer_failure("str_split needs a text input, but the input is not UTF-8")
+        })?,
     };
 
     let parts: Vec<String> = if delimiter.is_empty() {
@@ -66,8 +74,12 @@ fn split_string(delimiter: &str, input: &[u8]) -> Result<Vec<u8>, TaskFailure> {
     } else {
         text.split(delimiter).map(str::to_owned).collect()
     };
-    serde_json::to_vec(&parts)
-        .map_err(|error| TaskFailure::new(ErrorCode::Internal, format!("failed to encode the split parts: {error}")))
+    serde_json::to_vec(&parts).map_err(|error| {
+        TaskFailure::new(
+            ErrorCode::Internal,
+            format!("failed to encode the split parts: {error}"),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -83,20 +95,23 @@ mod tests {
     #[test]
     fn extract_nested_value() {
         let fields = serde_json::json!({"type": "extract_from_json", "json_query_expression": "data.items.1.name"});
-        let output = transform(fields, r#"{"data":{"items":[{"name":"a"},{"name":"b"}]}}"#).unwrap();
+        let output =
+            transform(fields, r#"{"data":{"items":[{"name":"a"},{"name":"b"}]}}"#).unwrap();
         assert_eq!(output, r#""b""#);
     }
 
     #[test]
     fn extract_array_query() {
-        let fields = serde_json::json!({"type": "extract_from_json", "json_query_expression": "rows.#.id"});
+        let fields =
+            serde_json::json!({"type": "extract_from_json", "json_query_expression": "rows.#.id"});
         let output = transform(fields, r#"{"rows":[{"id":1},{"id":2}]}"#).unwrap();
         assert_eq!(output, "[1,2]");
     }
 
     #[test]
     fn extract_missing_path_fails() {
-        let fields = serde_json::json!({"type": "extract_from_json", "json_query_expression": "nope"});
+        let fields =
+            serde_json::json!({"type": "extract_from_json", "json_query_expression": "nope"});
         let failure = transform(fields, r#"{"a":1}"#).unwrap_err();
         assert_eq!(failure.code, ErrorCode::TransformerFailed);
         assert!(failure.message.contains("\"nope\""), "{}", failure.message);
@@ -112,7 +127,10 @@ mod tests {
     #[test]
     fn split_json_string_and_raw_text() {
         let fields = serde_json::json!({"type": "str_split", "delimiter": ","});
-        assert_eq!(transform(fields.clone(), r#""a,b,c""#).unwrap(), r#"["a","b","c"]"#);
+        assert_eq!(
+            transform(fields.clone(), r#""a,b,c""#).unwrap(),
+            r#"["a","b","c"]"#
+        );
         assert_eq!(transform(fields.clone(), "x,y").unwrap(), r#"["x","y"]"#);
         assert_eq!(transform(fields, "1,2").unwrap(), r#"["1","2"]"#);
     }
@@ -130,6 +148,10 @@ mod tests {
         let fields = serde_json::json!({"type": "decode_from"});
         let failure = transform(fields, "{}").unwrap_err();
         assert_eq!(failure.code, ErrorCode::BadRequest);
-        assert!(failure.message.contains("decode_from"), "{}", failure.message);
+        assert!(
+            failure.message.contains("decode_from"),
+            "{}",
+            failure.message
+        );
     }
 }

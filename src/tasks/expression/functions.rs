@@ -22,8 +22,12 @@ pub fn call(name: &str, argument: &Value, raw_input: &[u8]) -> EvalexprResultVal
         "MAX" => extreme(argument, "MAX", |candidate, best| candidate > best),
         "FIRST" => Ok(elements(argument).first().cloned().unwrap_or(Value::Empty)),
         "LAST" => Ok(elements(argument).last().cloned().unwrap_or(Value::Empty)),
-        "NOW" => Ok(Value::String(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true))),
-        "INPUT" => Ok(Value::String(String::from_utf8_lossy(raw_input).into_owned())),
+        "NOW" => Ok(Value::String(
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        )),
+        "INPUT" => Ok(Value::String(
+            String::from_utf8_lossy(raw_input).into_owned(),
+        )),
         "ROUND" => round(argument),
         "ABS" => map_number(argument, "ABS", i64::wrapping_abs, f64::abs),
         "NEG" => map_number(argument, "NEG", i64::wrapping_neg, |x| -x),
@@ -50,7 +54,11 @@ fn numbers(argument: &Value, function: &str) -> Result<Vec<Value>, EvalexprError
     Ok(found)
 }
 
-fn collect_numbers(value: &Value, function: &str, found: &mut Vec<Value>) -> Result<(), EvalexprError> {
+fn collect_numbers(
+    value: &Value,
+    function: &str,
+    found: &mut Vec<Value>,
+) -> Result<(), EvalexprError> {
     match value {
         Value::Tuple(items) => {
             for item in items {
@@ -141,7 +149,8 @@ fn round(argument: &Value) -> EvalexprResultValue {
         Value::Tuple(items) if items.len() == 2 => {
             let Value::Int(digits) = items[1] else {
                 return Err(EvalexprError::CustomMessage(
-                    "ROUND's second argument, the number of decimal places, must be an integer".to_owned(),
+                    "ROUND's second argument, the number of decimal places, must be an integer"
+                        .to_owned(),
                 ));
             };
             (&items[0], Some(digits))
@@ -152,11 +161,15 @@ fn round(argument: &Value) -> EvalexprResultValue {
         Value::Int(integer) => return Ok(Value::Int(*integer)),
         Value::Float(value) => *value,
         other => {
-            return Err(EvalexprError::CustomMessage(format!("ROUND needs a number, got {other:?}")));
+            return Err(EvalexprError::CustomMessage(format!(
+                "ROUND needs a number, got {other:?}"
+            )));
         }
     };
     match digits {
-        None if value.is_finite() && value.abs() < i64::MAX as f64 => Ok(Value::Int(value.round() as i64)),
+        None if value.is_finite() && value.abs() < i64::MAX as f64 => {
+            Ok(Value::Int(value.round() as i64))
+        }
         None => Ok(Value::Float(value.round())),
         Some(digits) => {
             let scale = 10f64.powi(digits.clamp(-300, 300) as i32);
@@ -165,11 +178,18 @@ fn round(argument: &Value) -> EvalexprResultValue {
     }
 }
 
-fn map_number(argument: &Value, function: &str, on_int: fn(i64) -> i64, on_float: fn(f64) -> f64) -> EvalexprResultValue {
+fn map_number(
+    argument: &Value,
+    function: &str,
+    on_int: fn(i64) -> i64,
+    on_float: fn(f64) -> f64,
+) -> EvalexprResultValue {
     match single(argument, function)? {
         Value::Int(integer) => Ok(Value::Int(on_int(*integer))),
         Value::Float(number) => Ok(Value::Float(on_float(*number))),
-        other => Err(EvalexprError::CustomMessage(format!("{function} needs a number, got {other:?}"))),
+        other => Err(EvalexprError::CustomMessage(format!(
+            "{function} needs a number, got {other:?}"
+        ))),
     }
 }
 
@@ -179,7 +199,9 @@ fn sign(argument: &Value) -> EvalexprResultValue {
         Value::Float(number) if *number > 0.0 => Ok(Value::Int(1)),
         Value::Float(number) if *number < 0.0 => Ok(Value::Int(-1)),
         Value::Float(_) => Ok(Value::Int(0)),
-        other => Err(EvalexprError::CustomMessage(format!("SIGN needs a number, got {other:?}"))),
+        other => Err(EvalexprError::CustomMessage(format!(
+            "SIGN needs a number, got {other:?}"
+        ))),
     }
 }
 
@@ -195,10 +217,14 @@ fn to_int(value: &Value) -> EvalexprResultValue {
             }
             match trimmed.parse::<f64>() {
                 Ok(number) if number.is_finite() => Ok(Value::Int(number.trunc() as i64)),
-                _ => Err(EvalexprError::CustomMessage(format!("INT cannot convert the string {text:?} to an integer"))),
+                _ => Err(EvalexprError::CustomMessage(format!(
+                    "INT cannot convert the string {text:?} to an integer"
+                ))),
             }
         }
-        other => Err(EvalexprError::CustomMessage(format!("INT cannot convert {other:?} to an integer"))),
+        other => Err(EvalexprError::CustomMessage(format!(
+            "INT cannot convert {other:?} to an integer"
+        ))),
     }
 }
 
@@ -225,8 +251,14 @@ mod tests {
 
     #[test]
     fn sum_mixes_ints_and_floats() {
-        assert_eq!(call("SUM", &tuple(&[Value::Int(1), Value::Int(2)]), b"").unwrap(), Value::Int(3));
-        assert_eq!(call("sum", &tuple(&[Value::Int(1), Value::Float(0.5)]), b"").unwrap(), Value::Float(1.5));
+        assert_eq!(
+            call("SUM", &tuple(&[Value::Int(1), Value::Int(2)]), b"").unwrap(),
+            Value::Int(3)
+        );
+        assert_eq!(
+            call("sum", &tuple(&[Value::Int(1), Value::Float(0.5)]), b"").unwrap(),
+            Value::Float(1.5)
+        );
     }
 
     #[test]
@@ -239,23 +271,44 @@ mod tests {
 
     #[test]
     fn round_with_and_without_digits() {
-        assert_eq!(call("ROUND", &Value::Float(2.6), b"").unwrap(), Value::Int(3));
-        assert_eq!(call("ROUND", &tuple(&[Value::Float(2.345), Value::Int(2)]), b"").unwrap(), Value::Float(2.35));
+        assert_eq!(
+            call("ROUND", &Value::Float(2.6), b"").unwrap(),
+            Value::Int(3)
+        );
+        assert_eq!(
+            call("ROUND", &tuple(&[Value::Float(2.345), Value::Int(2)]), b"").unwrap(),
+            Value::Float(2.35)
+        );
     }
 
     #[test]
     fn abs_neg_sign() {
         assert_eq!(call("ABS", &Value::Int(-3), b"").unwrap(), Value::Int(3));
-        assert_eq!(call("NEG", &Value::Float(1.5), b"").unwrap(), Value::Float(-1.5));
-        assert_eq!(call("SIGN", &Value::Float(-0.1), b"").unwrap(), Value::Int(-1));
+        assert_eq!(
+            call("NEG", &Value::Float(1.5), b"").unwrap(),
+            Value::Float(-1.5)
+        );
+        assert_eq!(
+            call("SIGN", &Value::Float(-0.1), b"").unwrap(),
+            Value::Int(-1)
+        );
         assert_eq!(call("SIGN", &Value::Int(0), b"").unwrap(), Value::Int(0));
     }
 
     #[test]
     fn string_and_int_conversions() {
-        assert_eq!(call("STRING", &Value::Int(7), b"").unwrap(), Value::String("7".into()));
-        assert_eq!(call("INT", &Value::String(" 12 ".into()), b"").unwrap(), Value::Int(12));
-        assert_eq!(call("INT", &Value::Float(-2.9), b"").unwrap(), Value::Int(-2));
+        assert_eq!(
+            call("STRING", &Value::Int(7), b"").unwrap(),
+            Value::String("7".into())
+        );
+        assert_eq!(
+            call("INT", &Value::String(" 12 ".into()), b"").unwrap(),
+            Value::Int(12)
+        );
+        assert_eq!(
+            call("INT", &Value::Float(-2.9), b"").unwrap(),
+            Value::Int(-2)
+        );
         assert!(call("INT", &Value::String("abc".into()), b"").is_err());
     }
 

@@ -40,17 +40,25 @@ fn push_word(normalized: &mut String, word: &mut String) {
 }
 
 /// Copies a string literal that started with `quote` as a double-quoted `evalexpr` string.
-fn copy_string(characters: &mut std::str::Chars<'_>, quote: char, normalized: &mut String) -> Result<(), String> {
+fn copy_string(
+    characters: &mut std::str::Chars<'_>,
+    quote: char,
+    normalized: &mut String,
+) -> Result<(), String> {
     normalized.push('"');
     while let Some(character) = characters.next() {
         match character {
             '\\' => match characters.next() {
-                Some(escaped) if escaped == quote || escaped == '\\' => push_escaped(normalized, escaped),
+                Some(escaped) if escaped == quote || escaped == '\\' => {
+                    push_escaped(normalized, escaped)
+                }
                 Some(other) => {
                     normalized.push_str("\\\\");
                     push_escaped(normalized, other);
                 }
-                None => return Err("the expression ends inside a string after a backslash".to_owned()),
+                None => {
+                    return Err("the expression ends inside a string after a backslash".to_owned())
+                }
             },
             closing if closing == quote => {
                 normalized.push('"');
@@ -75,23 +83,38 @@ mod tests {
 
     #[test]
     fn words_become_operators() {
-        assert_eq!(normalize_syntax("a AND b or NOT c").unwrap(), "a && b || ! c");
+        assert_eq!(
+            normalize_syntax("a AND b or NOT c").unwrap(),
+            "a && b || ! c"
+        );
     }
 
     #[test]
     fn words_inside_strings_are_kept() {
-        assert_eq!(normalize_syntax(r#"s == "A AND B""#).unwrap(), r#"s == "A AND B""#);
-        assert_eq!(normalize_syntax("s == 'x OR y'").unwrap(), r#"s == "x OR y""#);
+        assert_eq!(
+            normalize_syntax(r#"s == "A AND B""#).unwrap(),
+            r#"s == "A AND B""#
+        );
+        assert_eq!(
+            normalize_syntax("s == 'x OR y'").unwrap(),
+            r#"s == "x OR y""#
+        );
     }
 
     #[test]
     fn identifiers_containing_words_are_kept() {
-        assert_eq!(normalize_syntax("ORDER_count > 1 && android").unwrap(), "ORDER_count > 1 && android");
+        assert_eq!(
+            normalize_syntax("ORDER_count > 1 && android").unwrap(),
+            "ORDER_count > 1 && android"
+        );
     }
 
     #[test]
     fn single_quoted_string_escapes() {
-        assert_eq!(normalize_syntax(r#"'say "hi"'"#).unwrap(), r#""say \"hi\"""#);
+        assert_eq!(
+            normalize_syntax(r#"'say "hi"'"#).unwrap(),
+            r#""say \"hi\"""#
+        );
         assert_eq!(normalize_syntax(r"'it\'s'").unwrap(), r#""it's""#);
     }
 

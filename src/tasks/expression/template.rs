@@ -9,7 +9,10 @@ const CLOSE: &str = "}}";
 /// Replaces every `{{expr}}` in `template` with the value of `expr` evaluated by `evaluator`.
 /// Strings are inserted without quotes and tuples as JSON arrays. An `{{` without a closing
 /// `}}` is kept as text.
-pub fn render_template(template: &str, evaluator: &Evaluator<'_>) -> Result<String, ExpressionError> {
+pub fn render_template(
+    template: &str,
+    evaluator: &Evaluator<'_>,
+) -> Result<String, ExpressionError> {
     let mut rendered = String::with_capacity(template.len());
     let mut rest = template;
 

@@ -26,8 +26,15 @@ pub struct SourcePools {
 
 impl SourcePools {
     /// Returns the pool of `source_name`, creating it from `config.sources` on first use.
-    pub fn get_or_create(&self, source_name: &str, config: &Config) -> Result<SourcePool, TaskFailure> {
-        let mut pools = self.pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    pub fn get_or_create(
+        &self,
+        source_name: &str,
+        config: &Config,
+    ) -> Result<SourcePool, TaskFailure> {
+        let mut pools = self
+            .pools
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(pool) = pools.get(source_name) {
             return Ok(pool.clone());
         }
@@ -55,7 +62,11 @@ fn unknown_source(source_name: &str, config: &Config) -> TaskFailure {
         let names: Vec<&str> = config.sources.keys().map(String::as_str).collect();
         format!("configured sources: {}", names.join(", "))
     };
-    let key = if source_name.is_empty() { "NAME" } else { source_name };
+    let key = if source_name.is_empty() {
+        "NAME"
+    } else {
+        source_name
+    };
     TaskFailure::new(
         ErrorCode::QueryConnection,
         format!(

@@ -28,14 +28,24 @@ impl Table {
         Table::from_rows(rows, postgres_cell)
     }
 
-    fn from_rows<R: Row>(rows: &[R], cell: fn(&R, usize) -> Result<Json, sqlx::Error>) -> Result<Table, sqlx::Error> {
+    fn from_rows<R: Row>(
+        rows: &[R],
+        cell: fn(&R, usize) -> Result<Json, sqlx::Error>,
+    ) -> Result<Table, sqlx::Error> {
         let columns: Vec<String> = rows
             .first()
-            .map(|row| row.columns().iter().map(|column| column.name().to_owned()).collect())
+            .map(|row| {
+                row.columns()
+                    .iter()
+                    .map(|column| column.name().to_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         let mut converted = Vec::with_capacity(rows.len());
         for row in rows {
-            let cells = (0..row.len()).map(|index| cell(row, index)).collect::<Result<_, _>>()?;
+            let cells = (0..row.len())
+                .map(|index| cell(row, index))
+                .collect::<Result<_, _>>()?;
             converted.push(cells);
         }
         Ok(Table {
@@ -47,7 +57,11 @@ impl Table {
     /// Writes the rows as a JSON array of objects. The keys are written in column order, which
     /// a `serde_json::Map` would sort.
     pub fn to_json(&self) -> Vec<u8> {
-        let keys: Vec<String> = self.columns.iter().map(|column| Json::String(column.clone()).to_string()).collect();
+        let keys: Vec<String> = self
+            .columns
+            .iter()
+            .map(|column| Json::String(column.clone()).to_string())
+            .collect();
         let mut json = String::from("[");
         for (row_index, row) in self.rows.iter().enumerate() {
             if row_index > 0 {
@@ -90,7 +104,9 @@ fn sqlite_cell(row: &SqliteRow, index: usize) -> Result<Json, sqlx::Error> {
     let declared = row.columns()[index].type_info().name().to_ascii_uppercase();
 
     let value = match storage_class.as_str() {
-        "INTEGER" if declared == "BOOLEAN" => Json::Bool(row.try_get_unchecked::<i64, _>(index)? != 0),
+        "INTEGER" if declared == "BOOLEAN" => {
+            Json::Bool(row.try_get_unchecked::<i64, _>(index)? != 0)
+        }
         "INTEGER" | "NUMERIC" => Json::from(row.try_get_unchecked::<i64, _>(index)?),
         "BOOLEAN" => Json::Bool(row.try_get_unchecked::<bool, _>(index)?),
         "REAL" => float_json(row.try_get_unchecked::<f64, _>(index)?),
@@ -108,7 +124,11 @@ fn postgres_cell(row: &PgRow, index: usize) -> Result<Json, sqlx::Error> {
     }
     let type_name = raw.type_info().name().to_owned();
     if raw.format() != PgValueFormat::Text {
-        return Err(decode_error(index, &type_name, "the value is not in text format"));
+        return Err(decode_error(
+            index,
+            &type_name,
+            "the value is not in text format",
+        ));
     }
     let text = raw
         .as_str()
@@ -138,7 +158,9 @@ pub fn postgres_text_to_json(type_name: &str, text: &str) -> Json {
         },
         "NUMERIC" => numeric_to_json(text),
         "BOOL" => Json::Bool(text == "t"),
-        "JSON" | "JSONB" => serde_json::from_str(text).unwrap_or_else(|_| Json::String(text.to_owned())),
+        "JSON" | "JSONB" => {
+            serde_json::from_str(text).unwrap_or_else(|_| Json::String(text.to_owned()))
+        }
         "BYTEA" => match decode_bytea_hex(text) {
             Some(bytes) => base64_json(&bytes),
             None => Json::String(text.to_owned()),
@@ -179,7 +201,10 @@ mod tests {
     fn json_keeps_column_order() {
         let table = Table {
             columns: vec!["z".into(), "a".into()],
-            rows: vec![vec![Json::from(1), Json::Null], vec![Json::from(2), Json::from("x")]],
+            rows: vec![
+                vec![Json::from(1), Json::Null],
+                vec![Json::from(2), Json::from("x")],
+            ],
         };
         assert_eq!(
             String::from_utf8(table.to_json()).unwrap(),
@@ -203,9 +228,18 @@ mod tests {
             postgres_text_to_json("NUMERIC", "12345678901234567890.5"),
             Json::from("12345678901234567890.5")
         );
-        assert_eq!(postgres_text_to_json("JSONB", r#"{"a": [1]}"#), serde_json::json!({"a": [1]}));
-        assert_eq!(postgres_text_to_json("BYTEA", "\\x0102ff"), Json::from("AQL/"));
-        assert_eq!(postgres_text_to_json("DATE", "2024-01-31"), Json::from("2024-01-31"));
+        assert_eq!(
+            postgres_text_to_json("JSONB", r#"{"a": [1]}"#),
+            serde_json::json!({"a": [1]})
+        );
+        assert_eq!(
+            postgres_text_to_json("BYTEA", "\\x0102ff"),
+            Json::from("AQL/")
+        );
+        assert_eq!(
+            postgres_text_to_json("DATE", "2024-01-31"),
+            Json::from("2024-01-31")
+        );
         assert_eq!(
             postgres_text_to_json("UUID", "0e1f7b2c-0000-4000-8000-000000000000"),
             Json::from("0e1f7b2c-0000-4000-8000-000000000000")

@@ -48,7 +48,8 @@ pub fn cast_input(cast_to_type: &str, input: &[u8]) -> Result<Vec<u8>, TaskFailu
 fn cast_value(value: Json, target: CastType) -> Result<Json, TaskFailure> {
     let cast = match target {
         CastType::Integer => to_integer(&value).map(Json::from),
-        CastType::Float => to_float(&value).and_then(|number| serde_json::Number::from_f64(number).map(Json::Number)),
+        CastType::Float => to_float(&value)
+            .and_then(|number| serde_json::Number::from_f64(number).map(Json::Number)),
         CastType::Boolean => to_boolean(&value).map(Json::Bool),
         CastType::String => to_text(&value).map(Json::String),
     };
@@ -72,16 +73,22 @@ fn target_name(target: CastType) -> &'static str {
 
 fn to_integer(value: &Json) -> Option<i64> {
     match value {
-        Json::Number(number) => number
-            .as_i64()
-            .or_else(|| number.as_f64().filter(|x| x.is_finite()).map(|x| x.trunc() as i64)),
+        Json::Number(number) => number.as_i64().or_else(|| {
+            number
+                .as_f64()
+                .filter(|x| x.is_finite())
+                .map(|x| x.trunc() as i64)
+        }),
         Json::Bool(flag) => Some(i64::from(*flag)),
         Json::String(text) => {
             let trimmed = text.trim();
-            trimmed
-                .parse::<i64>()
-                .ok()
-                .or_else(|| trimmed.parse::<f64>().ok().filter(|x| x.is_finite()).map(|x| x.trunc() as i64))
+            trimmed.parse::<i64>().ok().or_else(|| {
+                trimmed
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite())
+                    .map(|x| x.trunc() as i64)
+            })
         }
         _ => None,
     }
@@ -134,14 +141,20 @@ mod tests {
 
     #[test]
     fn string_of_numbers_and_raw_text() {
-        assert_eq!(cast("string", "[1, true, \"x\"]").unwrap(), r#"["1","true","x"]"#);
+        assert_eq!(
+            cast("string", "[1, true, \"x\"]").unwrap(),
+            r#"["1","true","x"]"#
+        );
         assert_eq!(cast("string", "not json").unwrap(), r#""not json""#);
     }
 
     #[test]
     fn float_and_boolean() {
         assert_eq!(cast("float", r#""2.5""#).unwrap(), "2.5");
-        assert_eq!(cast("boolean", r#"["yes", 0, "false"]"#).unwrap(), "[true,false,false]");
+        assert_eq!(
+            cast("boolean", r#"["yes", 0, "false"]"#).unwrap(),
+            "[true,false,false]"
+        );
     }
 
     #[test]

@@ -33,7 +33,9 @@ pub fn encode_rows(encode_format: &str, input: &[u8], meta: &Meta) -> Result<Vec
 
 fn parse_rows(input: &[u8]) -> Result<Vec<Row>, TaskFailure> {
     let parsed: Json = serde_json::from_slice(input).map_err(|error| {
-        transformer_failure(format!("encode_to needs a JSON array of objects, but the input is not JSON: {error}"))
+        transformer_failure(format!(
+            "encode_to needs a JSON array of objects, but the input is not JSON: {error}"
+        ))
     })?;
     let items = match parsed {
         Json::Array(items) => items,
@@ -93,22 +95,30 @@ fn cell_text(value: Option<&Json>) -> String {
 
 fn encode_csv(rows: &[Row], columns: &[String]) -> Result<Vec<u8>, TaskFailure> {
     let mut writer = csv::Writer::from_writer(Vec::new());
-    let write_failure = |error: csv::Error| TaskFailure::new(ErrorCode::Internal, format!("failed to write CSV: {error}"));
+    let write_failure = |error: csv::Error| {
+        TaskFailure::new(ErrorCode::Internal, format!("failed to write CSV: {error}"))
+    };
 
     writer.write_record(columns).map_err(write_failure)?;
     for row in rows {
-        let record: Vec<String> = columns.iter().map(|column| cell_text(row.get(column))).collect();
+        let record: Vec<String> = columns
+            .iter()
+            .map(|column| cell_text(row.get(column)))
+            .collect();
         writer.write_record(&record).map_err(write_failure)?;
     }
-    writer
-        .into_inner()
-        .map_err(|error| TaskFailure::new(ErrorCode::Internal, format!("failed to write CSV: {error}")))
+    writer.into_inner().map_err(|error| {
+        TaskFailure::new(ErrorCode::Internal, format!("failed to write CSV: {error}"))
+    })
 }
 
 /// Encodes rows as `<rows><row><column>value</column>…</row>…</rows>`. A column name that is not
 /// a valid XML name has its invalid characters replaced by `_`.
 fn encode_xml(rows: &[Row], columns: &[String]) -> String {
-    let element_names: Vec<String> = columns.iter().map(|column| xml_element_name(column)).collect();
+    let element_names: Vec<String> = columns
+        .iter()
+        .map(|column| xml_element_name(column))
+        .collect();
     let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<rows>");
     for row in rows {
         xml.push_str("<row>");
@@ -164,7 +174,8 @@ mod tests {
 
     fn encode(format: &str, input: &str, order: Option<&[&str]>) -> Result<String, TaskFailure> {
         let meta = Meta {
-            sql_query_column_order: order.map(|names| names.iter().map(|name| name.to_string()).collect()),
+            sql_query_column_order: order
+                .map(|names| names.iter().map(|name| name.to_string()).collect()),
             ..Meta::default()
         };
         encode_rows(format, input.as_bytes(), &meta).map(|bytes| String::from_utf8(bytes).unwrap())
@@ -185,7 +196,12 @@ mod tests {
 
     #[test]
     fn xml_escapes_text_and_names() {
-        let xml = encode("XML", r#"[{"first name": "<Tom & Jerry>", "1st": true}]"#, None).unwrap();
+        let xml = encode(
+            "XML",
+            r#"[{"first name": "<Tom & Jerry>", "1st": true}]"#,
+            None,
+        )
+        .unwrap();
         assert_eq!(
             xml,
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<rows><row><first_name>&lt;Tom &amp; Jerry&gt;</first_name><_1st>true</_1st></row></rows>\n"
@@ -196,11 +212,18 @@ mod tests {
     fn scalar_element_fails() {
         let failure = encode("CSV", r#"[{"a": 1}, 2]"#, None).unwrap_err();
         assert_eq!(failure.code, ErrorCode::TransformerFailed);
-        assert!(failure.message.contains("element 1 is a number"), "{}", failure.message);
+        assert!(
+            failure.message.contains("element 1 is a number"),
+            "{}",
+            failure.message
+        );
     }
 
     #[test]
     fn unknown_format_is_bad_request() {
-        assert_eq!(encode("YAML", "[]", None).unwrap_err().code, ErrorCode::BadRequest);
+        assert_eq!(
+            encode("YAML", "[]", None).unwrap_err().code,
+            ErrorCode::BadRequest
+        );
     }
 }
