@@ -9,7 +9,7 @@ use crate::messages::ApiIntegration;
 /// Bytes of a response body quoted in a status failure.
 const BODY_EXCERPT_BYTES: usize = 500;
 
-/// Why an HTTP request of a task failed.
+/// Failure of an HTTP request made by a task.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpCallError {
     /// The task's request settings are unusable: a bad method, URL or header, or a missing
@@ -34,7 +34,7 @@ pub enum HttpCallError {
 }
 
 impl HttpCallError {
-    /// Whether sending the request again may succeed: connection failures, timeouts, and the
+    /// Checks whether sending the request again may succeed: connection failures, timeouts, and the
     /// statuses 429 and 5xx.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -49,7 +49,7 @@ impl HttpCallError {
 pub struct TaskRequest<'a> {
     pub method: Method,
     pub url: String,
-    /// How the target is named in errors. A Slack webhook URL is a credential, so it is not
+    /// Name of the target in errors. A Slack webhook URL is a credential, so it is not
     /// always the URL itself.
     pub target: String,
     pub headers: HeaderMap,
@@ -178,7 +178,7 @@ fn apply_auth(
 fn read_secret(field: &str, variable: &str) -> Result<String, HttpCallError> {
     if variable.is_empty() {
         return Err(HttpCallError::InvalidRequest(format!(
-            "{field} is empty; set it to the name of the environment variable that holds the credential"
+            "{field} is empty; set it to the name of the environment variable that contains the credential"
         )));
     }
     std::env::var(variable).map_err(|_| {
@@ -210,7 +210,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// The start of a response body as text, cut at a character boundary.
+/// Cuts a response body to its first 500 bytes as text, at a character boundary.
 fn excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(BODY_EXCERPT_BYTES)]);
     let mut excerpt = text.trim_end_matches('\u{FFFD}').to_owned();

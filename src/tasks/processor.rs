@@ -138,7 +138,7 @@ fn describe_load_errors(errors: &jaq_core::load::Errors<&str, ()>) -> String {
     problems.join("; ")
 }
 
-/// The start of the unparsed rest of a program, for error messages.
+/// Cuts the unparsed rest of a program to its first 20 characters, for error messages.
 fn excerpt(rest: &str) -> &str {
     match rest.char_indices().nth(20) {
         Some((end, _)) => &rest[..end],

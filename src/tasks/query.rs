@@ -90,7 +90,10 @@ where
             .iter()
             .map(|column| column.name().to_owned())
             .collect(),
-        Err(_) => Vec::new(),
+        Err(error) => {
+            tracing::debug!(%error, "could not prepare the query to read its columns");
+            Vec::new()
+        }
     }
 }
 
@@ -141,7 +144,7 @@ fn classify_error(source_name: &str, error: sqlx::Error) -> TaskFailure {
     }
 }
 
-/// Whether a database error code means the connection could not be used: Postgres SQLSTATE
+/// Checks whether a database error code means the connection could not be used: Postgres SQLSTATE
 /// classes 08 (connection exception) and 28 (invalid authorization), and 3D000 (unknown
 /// database). SQLite's codes are numbers, and 14 (SQLITE_CANTOPEN) means the file could not be
 /// opened.

@@ -38,7 +38,7 @@ pub fn call(name: &str, argument: &Value, raw_input: &[u8]) -> EvalexprResultVal
     }
 }
 
-/// The elements of an argument: the items of a tuple, nothing for empty, or the value itself.
+/// Lists the elements of an argument: the items of a tuple, nothing for empty, or the value itself.
 fn elements(argument: &Value) -> Vec<Value> {
     match argument {
         Value::Tuple(items) => items.clone(),
@@ -47,7 +47,7 @@ fn elements(argument: &Value) -> Vec<Value> {
     }
 }
 
-/// The numbers of an argument, flattening nested tuples and skipping empty values.
+/// Collects the numbers of an argument, flattening nested tuples and skipping empty values.
 fn numbers(argument: &Value, function: &str) -> Result<Vec<Value>, EvalexprError> {
     let mut found = Vec::new();
     collect_numbers(argument, function, &mut found)?;

@@ -144,8 +144,8 @@ fn decode_error(index: usize, type_name: &str, problem: &str) -> sqlx::Error {
 }
 
 /// Maps the text form of a Postgres value to JSON. Integers, floats, booleans, JSON and bytea
-/// are converted; numeric becomes a number when a float holds it exactly as written, otherwise
-/// a string; everything else (dates, uuid, arrays, intervals) stays text.
+/// are converted; numeric becomes a number when an f64 represents it exactly as written, and a
+/// string otherwise. Everything else (dates, uuid, arrays, intervals) stays text.
 pub fn postgres_text_to_json(type_name: &str, text: &str) -> Json {
     match type_name {
         "INT2" | "INT4" | "INT8" | "OID" => text
@@ -174,7 +174,7 @@ fn numeric_to_json(text: &str) -> Json {
         return Json::String(text.to_owned());
     };
     let digits = text.chars().filter(char::is_ascii_digit).count();
-    // An f64 holds 15 significant decimal digits exactly.
+    // An f64 represents any decimal of up to 15 significant digits exactly.
     if number.is_finite() && digits <= 15 {
         return float_json(number);
     }

@@ -84,7 +84,7 @@ fn columns_in_input_order(input: &[u8]) -> Vec<String> {
     columns
 }
 
-/// The text of a cell: strings as they are, `null` as nothing, anything else as JSON.
+/// Formats a cell: strings as they are, `null` as nothing, anything else as JSON.
 fn cell_text(value: Option<&Json>) -> String {
     match value {
         None | Some(Json::Null) => String::new(),
