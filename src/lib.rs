@@ -2,4 +2,5 @@
 
 pub mod config;
 pub mod messages;
+pub mod schedule;
 pub mod tasks;
