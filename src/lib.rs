@@ -2,5 +2,6 @@
 
 pub mod config;
 pub mod messages;
+pub mod pipeline;
 pub mod schedule;
 pub mod tasks;
