@@ -63,7 +63,7 @@ pub struct TaskDefinition {
     pub timeout_ms: Option<u64>,
 }
 
-/// Which result of the source task fires a trigger.
+/// Kind of result of the source task that fires a trigger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TriggerType {

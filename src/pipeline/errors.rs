@@ -7,10 +7,11 @@ use std::fmt;
 pub struct Problem {
     /// The file label given to the parser, usually its path.
     pub file: String,
-    /// Path of the offending field, such as `tasks[2].sql` or `triggers[0].to`; a line and
-    /// column for YAML syntax errors; empty when the problem concerns the whole file.
+    /// Path of the offending field, such as `tasks[2].sql` or `triggers[0].to`. A YAML
+    /// syntax error gives its line and column instead, and a problem of the whole file
+    /// leaves it empty.
     pub field: String,
-    /// What is wrong and what to change.
+    /// Description of the problem and of the fix.
     pub message: String,
 }
 
@@ -36,7 +37,8 @@ impl PipelineErrors {
         PipelineErrors { problems }
     }
 
-    /// The problems, in file order and, within a file, in the order they were found.
+    /// Returns the problems in file order and, within a file, in the order they were
+    /// found.
     pub fn problems(&self) -> &[Problem] {
         &self.problems
     }

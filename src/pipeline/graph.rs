@@ -49,7 +49,8 @@ impl Pipeline {
             .collect()
     }
 
-    /// Whether no active trigger leaves `task`, so its result ends its branch of the run.
+    /// Returns whether no active trigger leaves `task`, so its result ends its branch of
+    /// the run.
     pub fn is_final(&self, task: Uuid, config: &PipelineRunConfig) -> bool {
         !self
             .active_triggers(config)

@@ -19,7 +19,7 @@ pub struct RunContext {
     pub is_initial: bool,
 }
 
-/// What made a task run: the start of the run or one output of an earlier task run.
+/// Cause of a task run: the start of the run or one output of an earlier task run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TaskRunCause {
     /// The task is an initial task of the run.

@@ -5,7 +5,7 @@
 //! declare is reported as unknown, and a key whose value has the wrong type is reported
 //! under its own path. Structs decoded this way give every field a default, so that only
 //! unknown keys and wrong types are serde errors and missing fields are checked afterwards
-//! with messages that say what to add.
+//! with messages that name the value to add.
 
 use std::collections::BTreeSet;
 
@@ -32,8 +32,8 @@ impl<T> Decoded<T> {
 }
 
 /// Decodes `mapping` into `T`, whose fields must all have defaults, pushing a problem for
-/// each unknown key and each value of the wrong type. `also_allowed` lists keys that the
-/// caller handles itself; they are skipped here and named in the list of valid fields.
+/// each unknown key and each value of the wrong type. The caller handles the keys in
+/// `also_allowed` itself, so they are skipped here but named in the list of valid fields.
 pub(crate) fn decode_mapping<T: DeserializeOwned + Default>(
     mapping: &Mapping,
     path: &str,

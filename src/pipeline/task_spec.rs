@@ -36,7 +36,7 @@ pub const NOTIFICATION_CHANNELS: &[&str] = &["webhook", "slack"];
 /// HTTP methods an api_call task may use.
 pub const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
 
-/// Keys every task has; the type-specific structs declare the rest.
+/// Keys every task has. The type-specific structs declare the rest.
 pub(crate) const COMMON_TASK_KEYS: &[&str] = &["name", "type", "timeout_ms"];
 
 #[derive(Debug, Default, Deserialize)]
@@ -272,7 +272,7 @@ impl FieldCheck<'_> {
 fn check_transformer(task: &TransformerTask, check: &mut FieldCheck<'_>) {
     check.require_one_of("transform", &task.transform, TRANSFORMS);
 
-    // Each transform reads one parameter; a parameter of another transform is a mistake.
+    // Each transform reads one parameter, so a parameter of another transform is a mistake.
     let parameters = [
         ("json_path", task.json_path.as_str(), "extract_from_json"),
         ("cast_to", task.cast_to.as_str(), "cast_to"),
@@ -327,7 +327,7 @@ fn build_api_call(task: ApiCallTask, check: &mut FieldCheck<'_>) -> TaskKind {
         );
     }
 
-    // An empty map is sent as "" rather than "{}", as Ylem sends headers that were never set.
+    // No headers are sent as "", the default of the message field, rather than "{}".
     let headers = if task.headers.is_empty() {
         String::new()
     } else {

@@ -43,7 +43,7 @@ pub(crate) fn check_graph(
     }
     let task_list = task_names.join(", ");
 
-    // Edges whose both ends name a known task; the cycle and initial-task checks use
+    // Edges whose both ends name a known task. The cycle and initial-task checks use
     // only these, so a misspelt name is reported once.
     let mut edges: Vec<(&str, &str, &str)> = Vec::new();
     let mut seen_triggers: BTreeMap<(&str, &str, TriggerType), &str> = BTreeMap::new();
@@ -105,9 +105,7 @@ fn check_task_names<'a>(
     let mut task_types = BTreeMap::new();
 
     for task in tasks.iter().filter(|task| !task.name.is_empty()) {
-        if let Some(first_path) = first_paths.insert(&task.name, &task.path) {
-            // Keep the first task's path for later duplicates.
-            first_paths.insert(&task.name, first_path);
+        if let Some(first_path) = first_paths.get(task.name.as_str()) {
             problems.push(
                 join_path(&task.path, "name"),
                 format!(
@@ -117,6 +115,7 @@ fn check_task_names<'a>(
             );
             continue;
         }
+        first_paths.insert(&task.name, &task.path);
         task_types.insert(task.name.as_str(), task.task_type);
     }
     task_types
