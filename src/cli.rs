@@ -14,10 +14,19 @@ pub const EXIT_INVALID_INPUT: i32 = 2;
 pub const EXIT_FAILURE: i32 = 1;
 
 #[derive(Parser)]
-#[command(name = "ylem", version, about = "Runs Ylem data pipelines as supervised actor trees")]
+#[command(
+    name = "ylem",
+    version,
+    about = "Runs Ylem data pipelines as supervised actor trees"
+)]
 pub struct Cli {
     /// Configuration file; when the default file is missing, built-in defaults are used.
-    #[arg(long, global = true, default_value = "config.toml", env = "YLEM_CONFIG")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "config.toml",
+        env = "YLEM_CONFIG"
+    )]
     pub config: PathBuf,
 
     /// Log filter, e.g. `info` or `ylem_runtime=debug`.
@@ -37,7 +46,10 @@ pub enum Command {
     /// Runs the daemon: every stage, or those named with --stages.
     Run {
         /// Comma-separated stages: generator, publisher, balancer, runner, triggers, statistics.
-        #[arg(long, default_value = "generator,publisher,balancer,runner,triggers,statistics")]
+        #[arg(
+            long,
+            default_value = "generator,publisher,balancer,runner,triggers,statistics"
+        )]
         stages: String,
         /// Pipeline files or folders to apply before starting (added to pipelines.apply_on_start).
         #[arg(long)]
@@ -123,7 +135,10 @@ pub enum StatsCommand {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     init_logging(&cli.log, cli.log_json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: failed to start the async runtime: {err}");
@@ -138,7 +153,9 @@ fn init_logging(filter: &str, json: bool) {
         eprintln!("warning: invalid log filter {filter:?} ({err}); using info");
         tracing_subscriber::EnvFilter::new("info")
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
