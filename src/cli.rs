@@ -29,9 +29,10 @@ pub struct Cli {
     )]
     pub config: PathBuf,
 
-    /// Log filter, e.g. `info` or `ylem_runtime=debug`.
-    #[arg(long, global = true, default_value = "info", env = "YLEM_LOG")]
-    pub log: String,
+    /// Log filter, e.g. `info` or `ylem_runtime=debug`; `info` for the daemon and `warn` for
+    /// the other commands when unset.
+    #[arg(long, global = true, env = "YLEM_LOG")]
+    pub log: Option<String>,
 
     /// Write logs as JSON lines.
     #[arg(long, global = true)]
@@ -134,7 +135,11 @@ pub enum StatsCommand {
 /// Parses arguments, runs the command and returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    init_logging(&cli.log, cli.log_json);
+    let default_filter = match cli.command {
+        Command::Run { .. } => "info",
+        _ => "warn",
+    };
+    init_logging(cli.log.as_deref().unwrap_or(default_filter), cli.log_json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
