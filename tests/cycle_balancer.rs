@@ -1,15 +1,15 @@
-//! The load balancer on the embedded bus: slow pipelines stay off the fast pool.
+//! The load balancer: slow pipelines stay off the fast pool, on both transports.
 
 mod common;
 
 use chrono::Utc;
-use common::TestEnv;
+use common::{Backend, TestEnv};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 use ylem_runtime::daemon::Stage;
 use ylem_runtime::messages::Message;
 use ylem_runtime::store::{RunStatus, StatisticsRow};
-use ylem_runtime::transport::{ConsumerEvent, Transport};
+use ylem_runtime::transport::ConsumerEvent;
 
 fn echo_pipeline(name: &str) -> String {
     format!("name: {name}\ntasks:\n  - name: first\n    type: processor\n    jq: '.'\n  - name: second\n    type: processor\n    jq: '.'\ntriggers:\n  - {{from: first, to: second}}\n")
@@ -38,10 +38,10 @@ async fn seed_history(env: &TestEnv, pipeline: Uuid, duration_ms: u64, runs: usi
     env.store.store_statistics(&rows).await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_pipelines_stay_off_fast_pool() {
+async fn slow_pipelines_stay_off_fast_pool(backend: Backend) {
     // A long history keeps the seeded durations dominant while the test's quick runs are added.
-    let mut env = TestEnv::prepare(|config, _| config.load_balancer.history_runs = 50).await;
+    let mut env =
+        TestEnv::prepare(backend, |config, _| config.load_balancer.history_runs = 50).await;
     let slow = env.apply(&echo_pipeline("slow-report")).await;
     let fast = env.apply(&echo_pipeline("fast-report")).await;
     let fresh = env.apply(&echo_pipeline("fresh-report")).await;
@@ -51,8 +51,11 @@ async fn slow_pipelines_stay_off_fast_pool() {
     // A probe group reads every balanced record, next to the task runners.
     let topic = env.runtime.config.topics.task_runs_load_balanced.clone();
     let probe = env
-        .bus
-        .subscribe("probe", std::slice::from_ref(&topic))
+        .transport
+        .subscribe(
+            &format!("probe-{}", Uuid::new_v4()),
+            std::slice::from_ref(&topic),
+        )
         .await
         .unwrap();
     env.start_stages(&Stage::ALL).await;
@@ -151,3 +154,5 @@ async fn slow_pipelines_stay_off_fast_pool() {
     }
     env.stop().await;
 }
+
+on_both_transports!(slow_pipelines_stay_off_fast_pool,);

@@ -3,7 +3,7 @@
 mod common;
 
 use chrono::{DateTime, TimeZone, Utc};
-use common::{wait_for, TestEnv};
+use common::{wait_for, Backend, TestEnv};
 use std::collections::BTreeSet;
 use std::time::Duration;
 use ylem_runtime::actors::schedule_generator::generate_once;
@@ -26,9 +26,8 @@ tasks:
     jq: '.'
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nightly_schedule_fires_once_per_fire_time_across_dst() {
-    let mut env = TestEnv::prepare(|_, _| {}).await;
+async fn nightly_schedule_fires_once_per_fire_time_across_dst(backend: Backend) {
+    let mut env = TestEnv::prepare(backend, |_, _| {}).await;
     let pipeline = env.apply(NIGHTLY).await;
     let horizon = chrono::Duration::hours(48);
 
@@ -116,9 +115,8 @@ async fn nightly_schedule_fires_once_per_fire_time_across_dst() {
     env.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn changed_schedule_replaces_only_its_future_runs() {
-    let env = TestEnv::prepare(|_, _| {}).await;
+async fn changed_schedule_replaces_only_its_future_runs(backend: Backend) {
+    let env = TestEnv::prepare(backend, |_, _| {}).await;
     let pipeline = env.apply(NIGHTLY).await;
     let now = Utc::now();
     let generated = generate_once(&*env.store, now, chrono::Duration::hours(48))
@@ -156,3 +154,8 @@ async fn changed_schedule_replaces_only_its_future_runs() {
         |run| run.pipeline_uuid == pipeline && run.execute_at.format("%M").to_string() == "00"
     ));
 }
+
+on_both_transports!(
+    nightly_schedule_fires_once_per_fire_time_across_dst,
+    changed_schedule_replaces_only_its_future_runs,
+);

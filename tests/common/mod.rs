@@ -16,7 +16,49 @@ use ylem_runtime::config::{Config, SourceConfig, SourceKind};
 use ylem_runtime::daemon::{Daemon, Runtime, Stage};
 use ylem_runtime::pipeline::parse_pipeline;
 use ylem_runtime::store::{self, NewQueuedRun, RunDetail, RunKind, Store};
-use ylem_runtime::transport::memory::MemoryBus;
+use ylem_runtime::transport::Transport;
+
+/// The transport a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    /// The broker started by `scripts/kafka.sh start`, or `YLEM_TEST_KAFKA_BOOTSTRAP`.
+    Kafka,
+}
+
+/// Bootstrap address of the test broker.
+pub fn kafka_bootstrap() -> String {
+    std::env::var("YLEM_TEST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092".to_owned())
+}
+
+/// Gives every topic and consumer group of `config` a suffix unique to this test, so tests
+/// sharing one broker never see each other's records.
+pub fn isolate_on_kafka(config: &mut Config) {
+    let suffix = format!("-{}", &Uuid::new_v4().simple().to_string()[..12]);
+    config.transport.kind = ylem_runtime::config::TransportKind::Kafka;
+    config.transport.kafka.bootstrap_servers = kafka_bootstrap();
+    config.transport.kafka.session_timeout_ms = 6_000;
+    let topics = &mut config.topics;
+    for name in [
+        &mut topics.task_runs,
+        &mut topics.task_runs_load_balanced,
+        &mut topics.task_run_results,
+        &mut topics.query_task_run_results,
+        &mut topics.notification_task_run_results,
+    ] {
+        name.push_str(&suffix);
+    }
+    let groups = &mut config.consumer_groups;
+    for name in [
+        &mut groups.load_balancer,
+        &mut groups.load_balancer_results,
+        &mut groups.task_runner,
+        &mut groups.trigger_listener,
+        &mut groups.statistics,
+    ] {
+        name.push_str(&suffix);
+    }
+}
 
 /// A configuration for fast tests: short polls, no HTTP endpoint, a store in `folder`.
 pub fn test_config(folder: &std::path::Path) -> Config {
@@ -33,53 +75,68 @@ pub fn test_config(folder: &std::path::Path) -> Config {
 pub struct TestEnv {
     pub folder: tempfile::TempDir,
     pub store: Arc<dyn Store>,
-    pub bus: MemoryBus,
+    pub transport: Arc<dyn Transport>,
     pub runtime: Runtime,
     pub daemon: Option<Daemon>,
 }
 
 impl TestEnv {
     /// Prepares the store and bus without starting stages.
-    pub async fn prepare(adjust: impl FnOnce(&mut Config, &std::path::Path)) -> TestEnv {
-        TestEnv::prepare_with_sources(&[], adjust).await
+    pub async fn prepare(
+        backend: Backend,
+        adjust: impl FnOnce(&mut Config, &std::path::Path),
+    ) -> TestEnv {
+        TestEnv::prepare_with_sources(backend, &[], adjust).await
     }
 
     /// Prepares the store and bus, and SQLite query sources made by their SQL statements.
     pub async fn prepare_with_sources(
+        backend: Backend,
         sources: &[(&str, &[&str])],
         adjust: impl FnOnce(&mut Config, &std::path::Path),
     ) -> TestEnv {
         let folder = tempfile::tempdir().unwrap();
         let mut config = test_config(folder.path());
+        if backend == Backend::Kafka {
+            isolate_on_kafka(&mut config);
+        }
         for (name, statements) in sources {
             add_sqlite_source(&mut config, folder.path(), name, statements).await;
         }
         adjust(&mut config, folder.path());
         config.validate().unwrap();
         let store = store::open(&config.store.url, 4).await.unwrap();
-        let bus = MemoryBus::new();
-        let runtime = Runtime::new(Arc::new(config), store.clone(), Arc::new(bus.clone()));
+        let transport = ylem_runtime::transport::connect(&config)
+            .await
+            .unwrap_or_else(|err| {
+                panic!("{err:#}; the Kafka tests need the broker of `scripts/kafka.sh start`")
+            });
+        let runtime = Runtime::new(Arc::new(config), store.clone(), transport.clone());
         runtime.ensure_topics().await.unwrap();
         TestEnv {
             folder,
             store,
-            bus,
+            transport,
             runtime,
             daemon: None,
         }
     }
 
     /// Prepares and starts every stage.
-    pub async fn start(adjust: impl FnOnce(&mut Config, &std::path::Path)) -> TestEnv {
-        TestEnv::start_with_sources(&[], adjust).await
+    pub async fn start(
+        backend: Backend,
+        adjust: impl FnOnce(&mut Config, &std::path::Path),
+    ) -> TestEnv {
+        TestEnv::start_with_sources(backend, &[], adjust).await
     }
 
     /// Prepares with query sources and starts every stage.
     pub async fn start_with_sources(
+        backend: Backend,
         sources: &[(&str, &[&str])],
         adjust: impl FnOnce(&mut Config, &std::path::Path),
     ) -> TestEnv {
-        let mut env = TestEnv::prepare_with_sources(sources, adjust).await;
+        let mut env = TestEnv::prepare_with_sources(backend, sources, adjust).await;
         env.start_stages(&Stage::ALL).await;
         env
     }
@@ -169,6 +226,30 @@ pub async fn add_sqlite_source(
             max_connections: 2,
         },
     );
+}
+
+/// Declares each named scenario `fn(Backend)` as two tests: `embedded::NAME` on the in-process
+/// bus and `kafka::NAME` on the real broker.
+#[macro_export]
+macro_rules! on_both_transports {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Embedded).await
+                }
+            )*
+        }
+        mod kafka {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Kafka).await
+                }
+            )*
+        }
+    };
 }
 
 /// Polls `check` until it returns a value, failing the test after `timeout`.

@@ -1,9 +1,9 @@
-//! The whole task-processing cycle on the embedded bus: runs from publisher to trigger
-//! listener, with real HTTP receivers and a real SQLite source.
+//! The whole task-processing cycle, on the embedded bus and on a real Kafka broker: runs from
+//! publisher to trigger listener, with real HTTP receivers and a real SQLite source.
 
 mod common;
 
-use common::{closed_port, wait_for, Receiver, TestEnv};
+use common::{closed_port, wait_for, Backend, Receiver, TestEnv};
 use std::time::Duration;
 use ylem_runtime::store::RunStatus;
 
@@ -47,10 +47,9 @@ triggers:
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn condition_true_branch_runs_to_webhook() {
+async fn condition_true_branch_runs_to_webhook(backend: Backend) {
     let receiver = Receiver::start().await;
-    let mut env = TestEnv::start_with_sources(&[("shop", SALES)], |_, _| {}).await;
+    let mut env = TestEnv::start_with_sources(backend, &[("shop", SALES)], |_, _| {}).await;
     env.apply(&branching_pipeline(100, &receiver)).await;
 
     let run = env.run("sales-check", None).await;
@@ -72,10 +71,9 @@ async fn condition_true_branch_runs_to_webhook() {
     env.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn condition_false_branch_sends_input_through() {
+async fn condition_false_branch_sends_input_through(backend: Backend) {
     let receiver = Receiver::start().await;
-    let mut env = TestEnv::start_with_sources(&[("shop", SALES)], |_, _| {}).await;
+    let mut env = TestEnv::start_with_sources(backend, &[("shop", SALES)], |_, _| {}).await;
     env.apply(&branching_pipeline(1000, &receiver)).await;
 
     let run = env.run("sales-check", None).await;
@@ -98,10 +96,9 @@ async fn condition_false_branch_sends_input_through() {
     env.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn for_each_runs_downstream_per_item() {
+async fn for_each_runs_downstream_per_item(backend: Backend) {
     let receiver = Receiver::start().await;
-    let mut env = TestEnv::start_with_sources(&[("shop", SALES)], |_, _| {}).await;
+    let mut env = TestEnv::start_with_sources(backend, &[("shop", SALES)], |_, _| {}).await;
     let yaml = format!(
         r#"
 name: per-region
@@ -150,9 +147,8 @@ triggers:
     env.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failing_query_fails_run() {
-    let mut env = TestEnv::start_with_sources(&[("shop", SALES)], |_, _| {}).await;
+async fn failing_query_fails_run(backend: Backend) {
+    let mut env = TestEnv::start_with_sources(backend, &[("shop", SALES)], |_, _| {}).await;
     env.apply(
         r#"
 name: broken-query
@@ -188,10 +184,9 @@ triggers:
     env.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unreachable_http_target_fails_run() {
+async fn unreachable_http_target_fails_run(backend: Backend) {
     let port = closed_port().await;
-    let mut env = TestEnv::start(|_, _| {}).await;
+    let mut env = TestEnv::start(backend, |_, _| {}).await;
     env.apply(&format!(
         r#"
 name: down-target
@@ -213,11 +208,10 @@ tasks:
     env.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_error_status_fails_run() {
+async fn http_error_status_fails_run(backend: Backend) {
     let receiver = Receiver::start().await;
     receiver.set_status(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
-    let mut env = TestEnv::start(|_, _| {}).await;
+    let mut env = TestEnv::start(backend, |_, _| {}).await;
     env.apply(&format!(
         "name: error-target\ntasks:\n  - name: call\n    type: api_call\n    url: {}\n",
         receiver.url("/fail")
@@ -237,10 +231,9 @@ async fn http_error_status_fails_run() {
     env.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_task_record_fails_its_run_and_partition_moves_on() {
+async fn malformed_task_record_fails_its_run_and_partition_moves_on(backend: Backend) {
     let receiver = Receiver::start().await;
-    let mut env = TestEnv::start(|_, _| {}).await;
+    let mut env = TestEnv::start(backend, |_, _| {}).await;
     let pipeline = env
         .apply(&format!(
             "name: ping\ntasks:\n  - name: call\n    type: api_call\n    url: {}\n",
@@ -266,9 +259,19 @@ async fn malformed_task_record_fails_its_run_and_partition_moves_on() {
         "message": {"pipeline_run_uuid": broken_run, "pipeline_uuid": pipeline, "input": "***not base64***"}
     });
     let topic = env.runtime.config.topics.task_runs.clone();
+    let topic_name = topic.clone();
     let key = broken_run.to_string();
+    let dead_letter_topic = format!("{topic}.dlq");
+    let probe = env
+        .transport
+        .subscribe(
+            &format!("probe-{}", uuid::Uuid::new_v4()),
+            std::slice::from_ref(&dead_letter_topic),
+        )
+        .await
+        .unwrap();
     ylem_runtime::transport::Transport::send(
-        &env.bus,
+        &*env.transport,
         ylem_runtime::transport::OutgoingRecord::keyed(
             topic.clone(),
             key.clone(),
@@ -279,7 +282,7 @@ async fn malformed_task_record_fails_its_run_and_partition_moves_on() {
     .unwrap();
     // Not JSON at all, on the same partition.
     ylem_runtime::transport::Transport::send(
-        &env.bus,
+        &*env.transport,
         ylem_runtime::transport::OutgoingRecord::keyed(topic, key, b"\x00\x01garbage".to_vec()),
     )
     .await
@@ -293,6 +296,22 @@ async fn malformed_task_record_fails_its_run_and_partition_moves_on() {
         detail.task_runs[0].errors
     );
 
+    // The record that is not JSON waits in the dead-letter topic with its reason.
+    let dead = loop {
+        let event = tokio::time::timeout(Duration::from_secs(20), probe.next_event())
+            .await
+            .expect("a dead letter arrives")
+            .unwrap();
+        if let ylem_runtime::transport::ConsumerEvent::Record(record) = event {
+            break record;
+        }
+    };
+    assert_eq!(dead.payload, b"\x00\x01garbage");
+    assert_eq!(dead.key_text(), broken_run.to_string());
+    let reason = String::from_utf8_lossy(dead.header("x-dead-letter-reason").unwrap()).into_owned();
+    assert!(reason.contains("not a JSON envelope"), "{reason}");
+    assert_eq!(dead.header("x-original-topic"), Some(topic_name.as_bytes()));
+
     // Later runs still complete.
     let run = env.run("ping", Some("{}")).await;
     let detail = env.finished_run(run).await;
@@ -305,9 +324,8 @@ async fn malformed_task_record_fails_its_run_and_partition_moves_on() {
     env.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_task_input_fails_with_code() {
-    let mut env = TestEnv::start(|_, _| {}).await;
+async fn bad_task_input_fails_with_code(backend: Backend) {
+    let mut env = TestEnv::start(backend, |_, _| {}).await;
     env.apply(
         r#"
 name: not-an-array
@@ -329,3 +347,14 @@ tasks:
     );
     env.stop().await;
 }
+
+on_both_transports!(
+    condition_true_branch_runs_to_webhook,
+    condition_false_branch_sends_input_through,
+    for_each_runs_downstream_per_item,
+    failing_query_fails_run,
+    unreachable_http_target_fails_run,
+    http_error_status_fails_run,
+    malformed_task_record_fails_its_run_and_partition_moves_on,
+    bad_task_input_fails_with_code,
+);
