@@ -142,6 +142,13 @@ impl SourceConfig {
                 format!("contains a password; put it in an environment variable and name it in sources.{name}.password_env"),
             ));
         }
+        if self.max_connections == 0 {
+            return Err(ConfigError::new(
+                &format!("sources.{name}.max_connections"),
+                0,
+                "must be at least 1",
+            ));
+        }
         Ok(())
     }
 }
@@ -196,5 +203,22 @@ mod tests {
     fn redact_url_hides_password() {
         assert_eq!(redact_url("postgres://u:secret@h:5432/d"), "postgres://u:***@h:5432/d");
         assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+}
+
+#[cfg(test)]
+mod shipped_config_tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_is_valid() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+        let config = Config::load(&path).unwrap();
+        let defaults = Config::default();
+        assert_eq!(config.store.url, defaults.store.url);
+        assert_eq!(config.topics.partitions.task_runs_load_balanced, defaults.topics.partitions.task_runs_load_balanced);
+        assert_eq!(config.supervision.max_restarts, defaults.supervision.max_restarts);
+        assert_eq!(config.task_runner.timeouts_ms, defaults.task_runner.timeouts_ms);
+        assert!(config.sources.contains_key("penguins"));
     }
 }

@@ -8,6 +8,8 @@ pub mod daemon;
 pub mod http;
 pub mod load_balancing;
 pub mod messages;
+pub mod pipeline;
+pub mod schedule;
 pub mod store;
 pub mod supervision;
 pub mod tasks;

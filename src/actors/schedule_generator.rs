@@ -32,9 +32,12 @@ pub enum GeneratorMsg {
 
 pub struct ScheduleGenerator;
 
-/// Runs one generator pass; returns the number of runs inserted.
-pub async fn generate_once(store: &dyn Store, horizon: chrono::Duration) -> anyhow::Result<u64> {
-    let now = Utc::now();
+/// Runs one generator pass as of `now`; returns the number of runs inserted.
+pub async fn generate_once(
+    store: &dyn Store,
+    now: chrono::DateTime<Utc>,
+    horizon: chrono::Duration,
+) -> anyhow::Result<u64> {
     let until = now + horizon;
     let mut inserted = 0;
     for scheduled in store.scheduled_pipelines().await? {
@@ -94,7 +97,7 @@ impl Actor for ScheduleGenerator {
         match message {
             GeneratorMsg::Pass => {
                 let horizon = chrono::Duration::hours(i64::from(state.config.horizon_hours));
-                match generate_once(&*state.store, horizon).await {
+                match generate_once(&*state.store, Utc::now(), horizon).await {
                     Ok(0) => {}
                     Ok(inserted) => info!(inserted, "scheduled runs generated"),
                     Err(err) => warn!(error = %format!("{err:#}"), "schedule generator pass failed; retrying next pass"),

@@ -1,0 +1,252 @@
+//! Shared harness of the integration tests: a daemon on the embedded bus with a SQLite store
+//! in a temporary folder, an HTTP receiver on 127.0.0.1, and a SQLite query source.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
+use axum::Router;
+use uuid::Uuid;
+
+use ylem_runtime::catalog::pipeline_record;
+use ylem_runtime::config::{Config, SourceConfig, SourceKind};
+use ylem_runtime::daemon::{Daemon, Runtime, Stage};
+use ylem_runtime::pipeline::parse_pipeline;
+use ylem_runtime::store::{self, NewQueuedRun, RunDetail, RunKind, Store};
+use ylem_runtime::transport::memory::MemoryBus;
+
+/// A configuration for fast tests: short polls, no HTTP endpoint, a store in `folder`.
+pub fn test_config(folder: &std::path::Path) -> Config {
+    let mut config = Config::default();
+    config.store.url = format!("sqlite://{}?mode=rwc", folder.join("store.db").display());
+    config.schedule_publisher.poll_interval_ms = 50;
+    config.schedule_generator.interval_secs = 1;
+    config.http.enabled = false;
+    config.supervision.backoff_min_ms = 10;
+    config.supervision.backoff_max_ms = 100;
+    config
+}
+
+pub struct TestEnv {
+    pub folder: tempfile::TempDir,
+    pub store: Arc<dyn Store>,
+    pub bus: MemoryBus,
+    pub runtime: Runtime,
+    pub daemon: Option<Daemon>,
+}
+
+impl TestEnv {
+    /// Prepares the store and bus without starting stages.
+    pub async fn prepare(adjust: impl FnOnce(&mut Config, &std::path::Path)) -> TestEnv {
+        TestEnv::prepare_with_sources(&[], adjust).await
+    }
+
+    /// Prepares the store and bus, and SQLite query sources made by their SQL statements.
+    pub async fn prepare_with_sources(
+        sources: &[(&str, &[&str])],
+        adjust: impl FnOnce(&mut Config, &std::path::Path),
+    ) -> TestEnv {
+        let folder = tempfile::tempdir().unwrap();
+        let mut config = test_config(folder.path());
+        for (name, statements) in sources {
+            add_sqlite_source(&mut config, folder.path(), name, statements).await;
+        }
+        adjust(&mut config, folder.path());
+        config.validate().unwrap();
+        let store = store::open(&config.store.url, 4).await.unwrap();
+        let bus = MemoryBus::new();
+        let runtime = Runtime::new(Arc::new(config), store.clone(), Arc::new(bus.clone()));
+        runtime.ensure_topics().await.unwrap();
+        TestEnv {
+            folder,
+            store,
+            bus,
+            runtime,
+            daemon: None,
+        }
+    }
+
+    /// Prepares and starts every stage.
+    pub async fn start(adjust: impl FnOnce(&mut Config, &std::path::Path)) -> TestEnv {
+        TestEnv::start_with_sources(&[], adjust).await
+    }
+
+    /// Prepares with query sources and starts every stage.
+    pub async fn start_with_sources(
+        sources: &[(&str, &[&str])],
+        adjust: impl FnOnce(&mut Config, &std::path::Path),
+    ) -> TestEnv {
+        let mut env = TestEnv::prepare_with_sources(sources, adjust).await;
+        env.start_stages(&Stage::ALL).await;
+        env
+    }
+
+    pub async fn start_stages(&mut self, stages: &[Stage]) {
+        self.daemon = Some(Daemon::start(self.runtime.clone(), stages).await.unwrap());
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(daemon) = self.daemon.take() {
+            daemon.stop().await;
+        }
+    }
+
+    /// Validates and stores a pipeline given as YAML.
+    pub async fn apply(&self, yaml: &str) -> Uuid {
+        let pipeline = parse_pipeline("test.yaml", yaml).unwrap_or_else(|errors| panic!("{errors}"));
+        let record = pipeline_record(&pipeline).unwrap();
+        self.store.apply_pipelines(&[record]).await.unwrap();
+        pipeline.uuid
+    }
+
+    /// Queues a manual run and returns its uuid.
+    pub async fn run(&self, pipeline: &str, input: Option<&str>) -> Uuid {
+        let stored = self.store.pipeline_by_name(pipeline).await.unwrap().expect("pipeline applied");
+        let run_uuid = Uuid::new_v4();
+        self.store
+            .enqueue_run(NewQueuedRun {
+                pipeline_uuid: stored.uuid,
+                run_uuid,
+                kind: RunKind::Manual,
+                input: input.map(|text| text.as_bytes().to_vec()),
+                run_config: None,
+            })
+            .await
+            .unwrap();
+        run_uuid
+    }
+
+    /// Waits until the run reaches a terminal state.
+    pub async fn finished_run(&self, run_uuid: Uuid) -> RunDetail {
+        let store = self.store.clone();
+        wait_for(&format!("run {run_uuid} to finish"), Duration::from_secs(30), || {
+            let store = store.clone();
+            async move {
+                let detail = store.run(run_uuid).await.unwrap()?;
+                detail.run.status.is_terminal().then_some(detail)
+            }
+        })
+        .await
+    }
+
+}
+
+/// Adds a SQLite source to `config` backed by a database file created with `statements`.
+pub async fn add_sqlite_source(config: &mut Config, folder: &std::path::Path, name: &str, statements: &[&str]) {
+    let path = folder.join(format!("{name}.db"));
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    for statement in statements {
+        sqlx::query(sqlx::AssertSqlSafe(statement.to_string()))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+    config.sources.insert(
+        name.to_owned(),
+        SourceConfig {
+            kind: SourceKind::Sqlite,
+            url: format!("sqlite://{}?mode=ro", path.display()),
+            password_env: None,
+            max_connections: 2,
+        },
+    );
+}
+
+/// Polls `check` until it returns a value, failing the test after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// One request received by a [`Receiver`].
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|err| {
+            panic!("body of {} is not JSON ({err}): {}", self.path, String::from_utf8_lossy(&self.body))
+        })
+    }
+}
+
+/// An HTTP server on 127.0.0.1 that records every request and answers with `status`.
+#[derive(Clone)]
+pub struct Receiver {
+    pub address: SocketAddr,
+    requests: Arc<Mutex<Vec<Received>>>,
+    status: Arc<Mutex<StatusCode>>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let status = Arc::new(Mutex::new(StatusCode::OK));
+        let state = (requests.clone(), status.clone());
+        let app = Router::new().fallback(record_request).with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Receiver {
+            address,
+            requests,
+            status,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    pub fn set_status(&self, status: StatusCode) {
+        *self.status.lock().unwrap() = status;
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    pub fn received_at(&self, path: &str) -> Vec<Received> {
+        self.received().into_iter().filter(|request| request.path == path).collect()
+    }
+}
+
+type ReceiverState = (Arc<Mutex<Vec<Received>>>, Arc<Mutex<StatusCode>>);
+
+async fn record_request(State((requests, status)): State<ReceiverState>, uri: Uri, body: axum::body::Bytes) -> StatusCode {
+    requests.lock().unwrap().push(Received {
+        path: uri.path().to_owned(),
+        body: body.to_vec(),
+    });
+    *status.lock().unwrap()
+}
+
+/// A TCP port on 127.0.0.1 with nothing listening.
+pub async fn closed_port() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    port
+}
