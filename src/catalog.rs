@@ -112,5 +112,8 @@ pub async fn apply_path(
             })
             .collect());
     }
-    Ok(store.apply_pipelines(&records).await.map_err(anyhow::Error::from)?)
+    Ok(store
+        .apply_pipelines(&records)
+        .await
+        .map_err(anyhow::Error::from)?)
 }

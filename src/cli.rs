@@ -14,15 +14,25 @@ pub const EXIT_INVALID_INPUT: i32 = 2;
 pub const EXIT_FAILURE: i32 = 1;
 
 #[derive(Parser)]
-#[command(name = "ylem", version, about = "Runs Ylem data pipelines as supervised actor trees")]
+#[command(
+    name = "ylem",
+    version,
+    about = "Runs Ylem data pipelines as supervised actor trees"
+)]
 pub struct Cli {
     /// Configuration file; when the default file is missing, built-in defaults are used.
-    #[arg(long, global = true, default_value = "config.toml", env = "YLEM_CONFIG")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "config.toml",
+        env = "YLEM_CONFIG"
+    )]
     pub config: PathBuf,
 
-    /// Log filter, e.g. `info` or `ylem_runtime=debug`.
-    #[arg(long, global = true, default_value = "info", env = "YLEM_LOG")]
-    pub log: String,
+    /// Log filter, e.g. `info` or `ylem_runtime=debug`; `info` for the daemon and `warn` for
+    /// the other commands when unset.
+    #[arg(long, global = true, env = "YLEM_LOG")]
+    pub log: Option<String>,
 
     /// Write logs as JSON lines.
     #[arg(long, global = true)]
@@ -37,7 +47,10 @@ pub enum Command {
     /// Runs the daemon: every stage, or those named with --stages.
     Run {
         /// Comma-separated stages: generator, publisher, balancer, runner, triggers, statistics.
-        #[arg(long, default_value = "generator,publisher,balancer,runner,triggers,statistics")]
+        #[arg(
+            long,
+            default_value = "generator,publisher,balancer,runner,triggers,statistics"
+        )]
         stages: String,
         /// Pipeline files or folders to apply before starting (added to pipelines.apply_on_start).
         #[arg(long)]
@@ -122,8 +135,15 @@ pub enum StatsCommand {
 /// Parses arguments, runs the command and returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    init_logging(&cli.log, cli.log_json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let default_filter = match cli.command {
+        Command::Run { .. } => "info",
+        _ => "warn",
+    };
+    init_logging(cli.log.as_deref().unwrap_or(default_filter), cli.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: failed to start the async runtime: {err}");
@@ -138,7 +158,9 @@ fn init_logging(filter: &str, json: bool) {
         eprintln!("warning: invalid log filter {filter:?} ({err}); using info");
         tracing_subscriber::EnvFilter::new("info")
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {

@@ -62,18 +62,32 @@ impl Config {
             ));
         }
         if balancer.history_runs == 0 {
-            return Err(ConfigError::new("load_balancer.history_runs", 0, "must be at least 1"));
+            return Err(ConfigError::new(
+                "load_balancer.history_runs",
+                0,
+                "must be at least 1",
+            ));
         }
         for (key, count) in [
-            ("topics.partitions.task_runs", self.topics.partitions.task_runs),
+            (
+                "topics.partitions.task_runs",
+                self.topics.partitions.task_runs,
+            ),
             (
                 "topics.partitions.task_runs_load_balanced",
                 self.topics.partitions.task_runs_load_balanced,
             ),
-            ("topics.partitions.task_run_results", self.topics.partitions.task_run_results),
+            (
+                "topics.partitions.task_run_results",
+                self.topics.partitions.task_run_results,
+            ),
         ] {
             if count == 0 {
-                return Err(ConfigError::new(key, count, "a topic needs at least 1 partition"));
+                return Err(ConfigError::new(
+                    key,
+                    count,
+                    "a topic needs at least 1 partition",
+                ));
             }
         }
         if self.task_runner.max_in_flight_per_partition == 0 {
@@ -84,7 +98,11 @@ impl Config {
             ));
         }
         if self.schedule_generator.horizon_hours == 0 {
-            return Err(ConfigError::new("schedule_generator.horizon_hours", 0, "must be at least 1"));
+            return Err(ConfigError::new(
+                "schedule_generator.horizon_hours",
+                0,
+                "must be at least 1",
+            ));
         }
         if let Err(err) = self.http.listen.parse::<std::net::SocketAddr>() {
             return Err(ConfigError::new(
@@ -105,7 +123,11 @@ impl Config {
             ));
         }
         if supervision.max_restarts_window_secs == 0 {
-            return Err(ConfigError::new("supervision.max_restarts_window_secs", 0, "must be at least 1"));
+            return Err(ConfigError::new(
+                "supervision.max_restarts_window_secs",
+                0,
+                "must be at least 1",
+            ));
         }
         for (name, source) in &self.sources {
             source.validate(name)?;
@@ -132,10 +154,19 @@ impl SourceConfig {
             return Err(ConfigError::new(
                 &key,
                 redact_url(&self.url),
-                format!("a {:?} source URL must start with {expected_prefix}", self.kind),
+                format!(
+                    "a {:?} source URL must start with {expected_prefix}",
+                    self.kind
+                ),
             ));
         }
-        if self.url.contains('@') && self.url.split('@').next().is_some_and(|userinfo| userinfo.matches(':').count() > 1) {
+        if self.url.contains('@')
+            && self
+                .url
+                .split('@')
+                .next()
+                .is_some_and(|userinfo| userinfo.matches(':').count() > 1)
+        {
             return Err(ConfigError::new(
                 &key,
                 redact_url(&self.url),
@@ -187,12 +218,16 @@ mod tests {
     #[test]
     fn slow_share_out_of_range_names_key() {
         let err = Config::parse("[load_balancer]\nslow_pool_share = 1.5\n").unwrap_err();
-        assert!(format!("{err:#}").contains("load_balancer.slow_pool_share"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("load_balancer.slow_pool_share"),
+            "{err:#}"
+        );
     }
 
     #[test]
     fn source_password_in_url_is_rejected() {
-        let text = "[sources.pg]\ntype = \"postgres\"\nurl = \"postgres://app:hunter2@127.0.0.1/db\"\n";
+        let text =
+            "[sources.pg]\ntype = \"postgres\"\nurl = \"postgres://app:hunter2@127.0.0.1/db\"\n";
         let err = Config::parse(text).unwrap_err();
         let message = format!("{err:#}");
         assert!(message.contains("password_env"), "{message}");
@@ -201,7 +236,10 @@ mod tests {
 
     #[test]
     fn redact_url_hides_password() {
-        assert_eq!(redact_url("postgres://u:secret@h:5432/d"), "postgres://u:***@h:5432/d");
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/d"),
+            "postgres://u:***@h:5432/d"
+        );
         assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
     }
 }
@@ -216,9 +254,18 @@ mod shipped_config_tests {
         let config = Config::load(&path).unwrap();
         let defaults = Config::default();
         assert_eq!(config.store.url, defaults.store.url);
-        assert_eq!(config.topics.partitions.task_runs_load_balanced, defaults.topics.partitions.task_runs_load_balanced);
-        assert_eq!(config.supervision.max_restarts, defaults.supervision.max_restarts);
-        assert_eq!(config.task_runner.timeouts_ms, defaults.task_runner.timeouts_ms);
+        assert_eq!(
+            config.topics.partitions.task_runs_load_balanced,
+            defaults.topics.partitions.task_runs_load_balanced
+        );
+        assert_eq!(
+            config.supervision.max_restarts,
+            defaults.supervision.max_restarts
+        );
+        assert_eq!(
+            config.task_runner.timeouts_ms,
+            defaults.task_runner.timeouts_ms
+        );
         assert!(config.sources.contains_key("penguins"));
     }
 }

@@ -9,7 +9,9 @@ use tokio::task::JoinHandle;
 use tracing::{error, info};
 
 use crate::actors::consumer::{ConsumerActor, ConsumerArgs};
-use crate::actors::load_balancer::{BalancerHandle, LoadBalancer, LoadBalancerArgs, ResultObserver, TaskRouter};
+use crate::actors::load_balancer::{
+    BalancerHandle, LoadBalancer, LoadBalancerArgs, ResultObserver, TaskRouter,
+};
 use crate::actors::schedule_generator::{ScheduleGenerator, ScheduleGeneratorArgs};
 use crate::actors::schedule_publisher::{SchedulePublisher, SchedulePublisherArgs};
 use crate::actors::statistics_listener::StatisticsListener;
@@ -20,7 +22,8 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::store::Store;
 use crate::supervision::{
-    ActorRegistry, ChildSpec, RestartPolicy, StageMsg, StageSupervisor, StageSupervisorArgs, EXIT_STAGE_GAVE_UP,
+    ActorRegistry, ChildSpec, RestartPolicy, StageMsg, StageSupervisor, StageSupervisorArgs,
+    EXIT_STAGE_GAVE_UP,
 };
 use crate::tasks::ExecutionContext;
 use crate::transport::Transport;
@@ -67,7 +70,10 @@ impl FromStr for Stage {
             .find(|stage| stage.name() == text)
             .ok_or_else(|| {
                 let names: Vec<_> = Stage::ALL.iter().map(|stage| stage.name()).collect();
-                format!("unknown stage {text:?}; valid stages are {}", names.join(", "))
+                format!(
+                    "unknown stage {text:?}; valid stages are {}",
+                    names.join(", ")
+                )
             })
     }
 }
@@ -75,7 +81,11 @@ impl FromStr for Stage {
 /// Parses a comma-separated stage list such as `runner,triggers`.
 pub fn parse_stages(text: &str) -> Result<Vec<Stage>, String> {
     let mut stages = Vec::new();
-    for part in text.split(',').map(str::trim).filter(|part| !part.is_empty()) {
+    for part in text
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+    {
         let stage: Stage = part.parse()?;
         if !stages.contains(&stage) {
             stages.push(stage);
@@ -99,7 +109,11 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(config: Arc<Config>, store: Arc<dyn Store>, transport: Arc<dyn Transport>) -> Runtime {
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        transport: Arc<dyn Transport>,
+    ) -> Runtime {
         Runtime {
             catalog: Arc::new(Catalog::new(store.clone())),
             config,
@@ -116,10 +130,16 @@ impl Runtime {
         let partitions = &topics.partitions;
         for (topic, count) in [
             (&topics.task_runs, partitions.task_runs),
-            (&topics.task_runs_load_balanced, partitions.task_runs_load_balanced),
+            (
+                &topics.task_runs_load_balanced,
+                partitions.task_runs_load_balanced,
+            ),
             (&topics.task_run_results, partitions.task_run_results),
             (&topics.query_task_run_results, partitions.side_topics),
-            (&topics.notification_task_run_results, partitions.side_topics),
+            (
+                &topics.notification_task_run_results,
+                partitions.side_topics,
+            ),
         ] {
             self.transport.ensure_topic(topic, count).await?;
         }
@@ -168,8 +188,10 @@ impl Daemon {
     /// Waits until a shutdown signal (returns 0) or a stage that gave up (returns its exit code).
     pub async fn run_until_signal(mut self) -> i32 {
         let joins = std::mem::take(&mut self.stages);
-        let (names, actors): (Vec<Stage>, Vec<ActorRef<StageMsg>>) =
-            joins.iter().map(|(stage, actor, _)| (*stage, actor.clone())).unzip();
+        let (names, actors): (Vec<Stage>, Vec<ActorRef<StageMsg>>) = joins
+            .iter()
+            .map(|(stage, actor, _)| (*stage, actor.clone()))
+            .unzip();
         let handles: Vec<JoinHandle<()>> = joins.into_iter().map(|(_, _, join)| join).collect();
         let stage_exit = futures::future::select_all(handles);
 
@@ -213,14 +235,15 @@ async fn wait_for_stop(cell: ActorCell) {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(err) => {
-                error!(error = %err, "cannot listen for SIGTERM; only Ctrl-C stops the daemon");
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(err) => {
+                    error!(error = %err, "cannot listen for SIGTERM; only Ctrl-C stops the daemon");
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = terminate.recv() => {}
@@ -269,31 +292,39 @@ fn stage_children(runtime: &Runtime, stage: Stage) -> anyhow::Result<Vec<ChildSp
     let children = match stage {
         Stage::Generator => {
             let runtime = runtime.clone();
-            vec![ChildSpec::new("generator/schedule_generator", move |supervisor| {
-                let args = ScheduleGeneratorArgs {
-                    config: runtime.config.schedule_generator.clone(),
-                    store: runtime.store.clone(),
-                };
-                async move {
-                    let (actor, _) = Actor::spawn_linked(None, ScheduleGenerator, args, supervisor).await?;
-                    Ok(actor.get_cell())
-                }
-            })]
+            vec![ChildSpec::new(
+                "generator/schedule_generator",
+                move |supervisor| {
+                    let args = ScheduleGeneratorArgs {
+                        config: runtime.config.schedule_generator.clone(),
+                        store: runtime.store.clone(),
+                    };
+                    async move {
+                        let (actor, _) =
+                            Actor::spawn_linked(None, ScheduleGenerator, args, supervisor).await?;
+                        Ok(actor.get_cell())
+                    }
+                },
+            )]
         }
         Stage::Publisher => {
             let runtime = runtime.clone();
-            vec![ChildSpec::new("publisher/schedule_publisher", move |supervisor| {
-                let args = SchedulePublisherArgs {
-                    config: runtime.config.clone(),
-                    store: runtime.store.clone(),
-                    catalog: runtime.catalog.clone(),
-                    transport: runtime.transport.clone(),
-                };
-                async move {
-                    let (actor, _) = Actor::spawn_linked(None, SchedulePublisher, args, supervisor).await?;
-                    Ok(actor.get_cell())
-                }
-            })]
+            vec![ChildSpec::new(
+                "publisher/schedule_publisher",
+                move |supervisor| {
+                    let args = SchedulePublisherArgs {
+                        config: runtime.config.clone(),
+                        store: runtime.store.clone(),
+                        catalog: runtime.catalog.clone(),
+                        transport: runtime.transport.clone(),
+                    };
+                    async move {
+                        let (actor, _) =
+                            Actor::spawn_linked(None, SchedulePublisher, args, supervisor).await?;
+                        Ok(actor.get_cell())
+                    }
+                },
+            )]
         }
         Stage::Balancer => {
             let balancer_runtime = runtime.clone();
@@ -302,15 +333,24 @@ fn stage_children(runtime: &Runtime, stage: Stage) -> anyhow::Result<Vec<ChildSp
                     config: balancer_runtime.config.load_balancer.clone(),
                     transport: balancer_runtime.transport.clone(),
                     store: balancer_runtime.store.clone(),
-                    topic: balancer_runtime.config.topics.task_runs_load_balanced.clone(),
+                    topic: balancer_runtime
+                        .config
+                        .topics
+                        .task_runs_load_balanced
+                        .clone(),
                     handle: balancer_runtime.balancer.clone(),
                 };
                 async move {
-                    let (actor, _) = Actor::spawn_linked(None, LoadBalancer, args, supervisor).await?;
+                    let (actor, _) =
+                        Actor::spawn_linked(None, LoadBalancer, args, supervisor).await?;
                     Ok(actor.get_cell())
                 }
             });
-            let router = Arc::new(TaskRouter::new(runtime.balancer.clone(), runtime.transport.clone(), &config));
+            let router = Arc::new(TaskRouter::new(
+                runtime.balancer.clone(),
+                runtime.transport.clone(),
+                &config,
+            ));
             let observer = Arc::new(ResultObserver::new(runtime.balancer.clone()));
             vec![
                 balancer,
@@ -334,7 +374,11 @@ fn stage_children(runtime: &Runtime, stage: Stage) -> anyhow::Result<Vec<ChildSp
         }
         Stage::Runner => {
             let context = Arc::new(ExecutionContext::new(config.clone())?);
-            let runner = Arc::new(TaskRunner::new(runtime.transport.clone(), config.clone(), context));
+            let runner = Arc::new(TaskRunner::new(
+                runtime.transport.clone(),
+                config.clone(),
+                context,
+            ));
             vec![consumer_spec(
                 runtime,
                 format!("runner/{}", topics.task_runs_load_balanced),

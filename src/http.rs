@@ -30,7 +30,10 @@ pub fn router(runtime: Runtime) -> Router {
 }
 
 /// Serves the endpoint until the task is aborted.
-pub async fn serve(runtime: Runtime, listen: SocketAddr) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+pub async fn serve(
+    runtime: Runtime,
+    listen: SocketAddr,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|err| anyhow::anyhow!("failed to listen on http.listen = {listen}: {err}; choose a free port or set http.enabled = false"))?;
@@ -72,7 +75,10 @@ struct RunsQuery {
     limit: Option<u32>,
 }
 
-async fn runs(State(runtime): State<Runtime>, Query(query): Query<RunsQuery>) -> Result<Response, ApiError> {
+async fn runs(
+    State(runtime): State<Runtime>,
+    Query(query): Query<RunsQuery>,
+) -> Result<Response, ApiError> {
     let runs = runtime
         .store
         .list_runs(query.pipeline.as_deref(), query.limit.unwrap_or(50))
@@ -80,12 +86,22 @@ async fn runs(State(runtime): State<Runtime>, Query(query): Query<RunsQuery>) ->
     Ok(Json(runs).into_response())
 }
 
-async fn run(State(runtime): State<Runtime>, Path(run_uuid): Path<String>) -> Result<Response, ApiError> {
-    let run_uuid = Uuid::parse_str(&run_uuid)
-        .map_err(|err| ApiError(StatusCode::BAD_REQUEST, format!("invalid run uuid {run_uuid:?}: {err}")))?;
+async fn run(
+    State(runtime): State<Runtime>,
+    Path(run_uuid): Path<String>,
+) -> Result<Response, ApiError> {
+    let run_uuid = Uuid::parse_str(&run_uuid).map_err(|err| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("invalid run uuid {run_uuid:?}: {err}"),
+        )
+    })?;
     match runtime.store.run(run_uuid).await? {
         Some(detail) => Ok(Json(detail).into_response()),
-        None => Err(ApiError(StatusCode::NOT_FOUND, format!("run {run_uuid} not found"))),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("run {run_uuid} not found"),
+        )),
     }
 }
 
@@ -96,7 +112,10 @@ async fn start_run(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let Some(pipeline) = runtime.store.pipeline_by_name(&name).await? else {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("pipeline {name:?} not found")));
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("pipeline {name:?} not found"),
+        ));
     };
     let run_uuid = Uuid::new_v4();
     runtime
@@ -109,7 +128,11 @@ async fn start_run(
             run_config: None,
         })
         .await?;
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "run_uuid": run_uuid }))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "run_uuid": run_uuid })),
+    )
+        .into_response())
 }
 
 async fn actors(State(runtime): State<Runtime>) -> Json<Vec<crate::supervision::ActorStatus>> {

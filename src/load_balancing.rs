@@ -141,7 +141,10 @@ impl Balancer {
         };
 
         self.outstanding_ms[partition as usize] += expected_task_ms;
-        if let Some((old_partition, old_ms)) = self.placed.put((run, task_run), (partition, expected_task_ms)) {
+        if let Some((old_partition, old_ms)) = self
+            .placed
+            .put((run, task_run), (partition, expected_task_ms))
+        {
             // The same task placed twice (a redelivery): book its work once.
             self.release(old_partition, old_ms);
         }
@@ -160,7 +163,9 @@ impl Balancer {
 
     /// Returns a finished task's work and updates the duration statistics.
     pub fn observe(&mut self, observation: Observation) {
-        if let Some((partition, work_ms)) = self.placed.pop(&(observation.run, observation.task_run)) {
+        if let Some((partition, work_ms)) =
+            self.placed.pop(&(observation.run, observation.task_run))
+        {
             self.release(partition, work_ms);
         }
 
@@ -177,8 +182,10 @@ impl Balancer {
                 *total
             }
             None => {
-                self.run_totals
-                    .put(observation.run, (observation.pipeline, observation.duration_ms));
+                self.run_totals.put(
+                    observation.run,
+                    (observation.pipeline, observation.duration_ms),
+                );
                 observation.duration_ms
             }
         };
@@ -202,7 +209,11 @@ impl Balancer {
 
     /// Seeds a pipeline's history with durations from storage, newest first.
     pub fn warm(&mut self, pipeline: Uuid, durations_newest_first: &[u64]) {
-        for duration in durations_newest_first.iter().take(self.config.history_runs).rev() {
+        for duration in durations_newest_first
+            .iter()
+            .take(self.config.history_runs)
+            .rev()
+        {
             self.record_run(pipeline, Uuid::new_v4(), *duration);
         }
     }
@@ -234,7 +245,12 @@ mod tests {
     #[test]
     fn unknown_pipeline_goes_to_configured_pool() {
         let mut balancer = balancer(10);
-        let placement = balancer.place(Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let placement = balancer.place(
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+        );
         assert_eq!(placement.pool, PoolName::Slow);
         assert!(placement.partition < 6);
     }
@@ -245,7 +261,8 @@ mod tests {
         let pipeline = Uuid::new_v4();
         balancer.warm(pipeline, &[100, 200, 150]);
         for _ in 0..50 {
-            let placement = balancer.place(pipeline, Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+            let placement =
+                balancer.place(pipeline, Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
             assert_eq!(placement.pool, PoolName::Fast);
             assert!((6..10).contains(&placement.partition), "{placement:?}");
         }
@@ -275,9 +292,17 @@ mod tests {
     #[test]
     fn result_returns_capacity() {
         let mut balancer = balancer(10);
-        let (pipeline, run, task, task_run) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let (pipeline, run, task, task_run) = (
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+        );
         let placement = balancer.place(pipeline, run, task, task_run);
-        assert_eq!(balancer.outstanding_ms()[placement.partition as usize], 1_000);
+        assert_eq!(
+            balancer.outstanding_ms()[placement.partition as usize],
+            1_000
+        );
         balancer.observe(Observation {
             pipeline,
             run,

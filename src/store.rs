@@ -34,7 +34,8 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub trait Store: Send + Sync + 'static {
     /// Stores pipelines in one transaction. A pipeline whose schedule changed loses the
     /// unclaimed future runs its old schedule produced; manual runs are kept.
-    async fn apply_pipelines(&self, pipelines: &[PipelineRecord]) -> StoreResult<Vec<ApplyOutcome>>;
+    async fn apply_pipelines(&self, pipelines: &[PipelineRecord])
+        -> StoreResult<Vec<ApplyOutcome>>;
 
     async fn list_pipelines(&self) -> StoreResult<Vec<PipelineSummary>>;
 
@@ -83,7 +84,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records one result and adjusts the run's outstanding count by `next_tasks`, the number
     /// of tasks published because of it. A result seen before changes nothing.
-    async fn record_result(&self, result: &ResultRecord, next_tasks: u32) -> StoreResult<RecordOutcome>;
+    async fn record_result(
+        &self,
+        result: &ResultRecord,
+        next_tasks: u32,
+    ) -> StoreResult<RecordOutcome>;
 
     /// Whether a result with this dedupe key was recorded.
     async fn has_result(&self, dedupe_key: &str) -> StoreResult<bool>;
@@ -96,7 +101,11 @@ pub trait Store: Send + Sync + 'static {
     async fn store_statistics(&self, results: &[StatisticsRow]) -> StoreResult<u64>;
 
     /// Run duration percentiles and outcome counts of a pipeline.
-    async fn pipeline_statistics(&self, pipeline_uuid: Uuid, last_runs: u32) -> StoreResult<PipelineStatistics>;
+    async fn pipeline_statistics(
+        &self,
+        pipeline_uuid: Uuid,
+        last_runs: u32,
+    ) -> StoreResult<PipelineStatistics>;
 
     /// Recent run durations (sum of task durations) per pipeline, newest first, for warming the
     /// load balancer.

@@ -46,7 +46,11 @@ pub struct OutgoingRecord {
 
 impl OutgoingRecord {
     /// A record keyed by `key` with no headers.
-    pub fn keyed(topic: impl Into<String>, key: impl Into<Vec<u8>>, payload: Vec<u8>) -> OutgoingRecord {
+    pub fn keyed(
+        topic: impl Into<String>,
+        key: impl Into<Vec<u8>>,
+        payload: Vec<u8>,
+    ) -> OutgoingRecord {
         OutgoingRecord {
             topic: topic.into(),
             partition: None,
@@ -154,7 +158,11 @@ pub trait Transport: Send + Sync + 'static {
     async fn send(&self, record: OutgoingRecord) -> Result<Delivery, TransportError>;
 
     /// Joins consumer group `group` subscribed to `topics`.
-    async fn subscribe(&self, group: &str, topics: &[String]) -> Result<Arc<dyn Consumer>, TransportError>;
+    async fn subscribe(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Arc<dyn Consumer>, TransportError>;
 }
 
 /// One member of a consumer group.
@@ -210,7 +218,10 @@ mod tests {
     fn key_partitioning_is_stable() {
         // FNV-1a 32 of "a" is 0xe40c292c, which is -468965076 as a signed integer.
         assert_eq!(partition_for_key(b"a", 1000), 76);
-        assert_eq!(partition_for_key(b"run-1", 8), partition_for_key(b"run-1", 8));
+        assert_eq!(
+            partition_for_key(b"run-1", 8),
+            partition_for_key(b"run-1", 8)
+        );
         assert!(partition_for_key(b"anything", 3) < 3);
     }
 }

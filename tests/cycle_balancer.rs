@@ -50,18 +50,39 @@ async fn slow_pipelines_stay_off_fast_pool() {
 
     // A probe group reads every balanced record, next to the task runners.
     let topic = env.runtime.config.topics.task_runs_load_balanced.clone();
-    let probe = env.bus.subscribe("probe", std::slice::from_ref(&topic)).await.unwrap();
+    let probe = env
+        .bus
+        .subscribe("probe", std::slice::from_ref(&topic))
+        .await
+        .unwrap();
     env.start_stages(&Stage::ALL).await;
 
-    let mut runs = Vec::new();
+    // A pipeline without history is placed by the configured default (the slow pool); once
+    // its first run is observed, its live statistics make it fast.
+    let first_fresh = env.run("fresh-report", Some("{}")).await;
+    assert_eq!(
+        env.finished_run(first_fresh).await.run.status,
+        RunStatus::Succeeded
+    );
+
+    let mut runs = vec![first_fresh];
     for _ in 0..6 {
-        for name in ["slow-report", "fast-report", "fresh-report"] {
+        for name in ["slow-report", "fast-report"] {
             runs.push(env.run(name, Some("{}")).await);
         }
     }
     for run in &runs {
-        assert_eq!(env.finished_run(*run).await.run.status, RunStatus::Succeeded);
+        assert_eq!(
+            env.finished_run(*run).await.run.status,
+            RunStatus::Succeeded
+        );
     }
+    let second_fresh = env.run("fresh-report", Some("{}")).await;
+    assert_eq!(
+        env.finished_run(second_fresh).await.run.status,
+        RunStatus::Succeeded
+    );
+    runs.push(second_fresh);
 
     let expected_records = runs.len() * 2;
     let mut partitions: BTreeMap<Uuid, Vec<u32>> = BTreeMap::new();
@@ -79,17 +100,50 @@ async fn slow_pipelines_stay_off_fast_pool() {
         let Ok(Message::Task(task)) = Message::decode(&record.payload) else {
             panic!("balanced record is not a task");
         };
-        assert_eq!(record.header("x-pipeline-id"), Some(task.common.pipeline_uuid.as_bytes().as_slice()));
-        assert_eq!(record.header("x-pipeline-run-id"), Some(task.common.pipeline_run_uuid.as_bytes().as_slice()));
-        partitions.entry(task.common.pipeline_uuid).or_default().push(record.partition);
-        run_partitions.entry(task.common.pipeline_run_uuid).or_default().push(record.partition);
+        assert_eq!(
+            record.header("x-pipeline-id"),
+            Some(task.common.pipeline_uuid.as_bytes().as_slice())
+        );
+        assert_eq!(
+            record.header("x-pipeline-run-id"),
+            Some(task.common.pipeline_run_uuid.as_bytes().as_slice())
+        );
+        partitions
+            .entry(task.common.pipeline_uuid)
+            .or_default()
+            .push(record.partition);
+        run_partitions
+            .entry(task.common.pipeline_run_uuid)
+            .or_default()
+            .push(record.partition);
     }
 
     // Ten partitions: 0..6 are the slow pool, 6..10 the fast pool.
-    assert!(partitions[&slow].iter().all(|partition| *partition < 6), "{:?}", partitions[&slow]);
-    assert!(partitions[&fast].iter().all(|partition| *partition >= 6), "{:?}", partitions[&fast]);
-    // A pipeline without history goes to the slow pool by default.
-    assert!(partitions[&fresh].iter().all(|partition| *partition < 6), "{:?}", partitions[&fresh]);
+    assert!(
+        partitions[&slow].iter().all(|partition| *partition < 6),
+        "{:?}",
+        partitions[&slow]
+    );
+    assert!(
+        partitions[&fast].iter().all(|partition| *partition >= 6),
+        "{:?}",
+        partitions[&fast]
+    );
+    assert!(
+        run_partitions[&first_fresh]
+            .iter()
+            .all(|partition| *partition < 6),
+        "{:?}",
+        run_partitions[&first_fresh]
+    );
+    assert!(
+        run_partitions[&second_fresh]
+            .iter()
+            .all(|partition| *partition >= 6),
+        "{:?}",
+        run_partitions[&second_fresh]
+    );
+    assert_eq!(partitions[&fresh].len(), 4);
     // Both tasks of a run share a partition.
     for (run, parts) in &run_partitions {
         assert_eq!(parts.len(), 2, "run {run}");

@@ -57,7 +57,11 @@ async fn condition_true_branch_runs_to_webhook() {
     let detail = env.finished_run(run).await;
 
     assert_eq!(detail.run.status, RunStatus::Succeeded, "{detail:#?}");
-    let names: Vec<&str> = detail.task_runs.iter().map(|task| task.task_name.as_str()).collect();
+    let names: Vec<&str> = detail
+        .task_runs
+        .iter()
+        .map(|task| task.task_name.as_str())
+        .collect();
     assert_eq!(names, ["load", "big_total", "summarize", "report"]);
     assert!(detail.task_runs[0].output_bytes > 0);
     let reports = receiver.received_at("/report");
@@ -78,7 +82,11 @@ async fn condition_false_branch_sends_input_through() {
     let detail = env.finished_run(run).await;
 
     assert_eq!(detail.run.status, RunStatus::Succeeded, "{detail:#?}");
-    let names: Vec<&str> = detail.task_runs.iter().map(|task| task.task_name.as_str()).collect();
+    let names: Vec<&str> = detail
+        .task_runs
+        .iter()
+        .map(|task| task.task_name.as_str())
+        .collect();
     assert_eq!(names, ["load", "big_total", "too_small"]);
     let posts = receiver.received_at("/small");
     assert_eq!(posts.len(), 1);
@@ -127,8 +135,16 @@ triggers:
         .collect();
     regions.sort();
     assert_eq!(regions, ["east", "north", "south", "west"]);
-    let each_results = detail.task_runs.iter().filter(|task| task.task_name == "each").count();
-    let post_results = detail.task_runs.iter().filter(|task| task.task_name == "post").count();
+    let each_results = detail
+        .task_runs
+        .iter()
+        .filter(|task| task.task_name == "each")
+        .count();
+    let post_results = detail
+        .task_runs
+        .iter()
+        .filter(|task| task.task_name == "post")
+        .count();
     assert_eq!(each_results, 4);
     assert_eq!(post_results, 4);
     env.stop().await;
@@ -162,7 +178,11 @@ triggers:
     let load = &detail.task_runs[0];
     assert_eq!(load.status, "failed");
     assert!(load.errors[0].contains("[10000]"), "{:?}", load.errors);
-    assert!(load.errors[0].contains("missing_column"), "{:?}", load.errors);
+    assert!(
+        load.errors[0].contains("missing_column"),
+        "{:?}",
+        load.errors
+    );
     let error = detail.run.error.as_deref().unwrap_or_default();
     assert!(error.contains("task load failed"), "{error}");
     env.stop().await;
@@ -208,7 +228,11 @@ async fn http_error_status_fails_run() {
     let detail = env.finished_run(run).await;
 
     assert_eq!(detail.run.status, RunStatus::Failed);
-    assert!(detail.task_runs[0].errors[0].contains("[10201]"), "{:?}", detail.task_runs[0].errors);
+    assert!(
+        detail.task_runs[0].errors[0].contains("[10201]"),
+        "{:?}",
+        detail.task_runs[0].errors
+    );
     assert_eq!(receiver.received_at("/fail").len(), 1);
     env.stop().await;
 }
@@ -245,7 +269,11 @@ async fn malformed_task_record_fails_its_run_and_partition_moves_on() {
     let key = broken_run.to_string();
     ylem_runtime::transport::Transport::send(
         &env.bus,
-        ylem_runtime::transport::OutgoingRecord::keyed(topic.clone(), key.clone(), payload.to_string().into_bytes()),
+        ylem_runtime::transport::OutgoingRecord::keyed(
+            topic.clone(),
+            key.clone(),
+            payload.to_string().into_bytes(),
+        ),
     )
     .await
     .unwrap();
@@ -259,7 +287,11 @@ async fn malformed_task_record_fails_its_run_and_partition_moves_on() {
 
     let detail = env.finished_run(broken_run).await;
     assert_eq!(detail.run.status, RunStatus::Failed);
-    assert!(detail.task_runs[0].errors[0].contains("[100]"), "{:?}", detail.task_runs[0].errors);
+    assert!(
+        detail.task_runs[0].errors[0].contains("[100]"),
+        "{:?}",
+        detail.task_runs[0].errors
+    );
 
     // Later runs still complete.
     let run = env.run("ping", Some("{}")).await;
@@ -290,6 +322,10 @@ tasks:
     let detail = env.finished_run(run).await;
 
     assert_eq!(detail.run.status, RunStatus::Failed);
-    assert!(detail.task_runs[0].errors[0].contains("[10600]"), "{:?}", detail.task_runs[0].errors);
+    assert!(
+        detail.task_runs[0].errors[0].contains("[10600]"),
+        "{:?}",
+        detail.task_runs[0].errors
+    );
     env.stop().await;
 }

@@ -203,7 +203,10 @@ impl ConsumerState {
             RestartDecision::GiveUp { failures_in_window } => {
                 error!(actor = %path, %reason, failures_in_window, "partition worker keeps failing; restarting the consumer");
                 self.args.registry.failed(&path, &reason, false);
-                Err(format!("worker of {partition} failed {failures_in_window} times: {reason}").into())
+                Err(
+                    format!("worker of {partition} failed {failures_in_window} times: {reason}")
+                        .into(),
+                )
             }
         }
     }
@@ -217,11 +220,12 @@ impl ConsumerState {
             return Ok(());
         }
         let worker = self.spawn_worker(myself, &partition).await?;
+        let path = self.worker_path(&partition);
         let slot = self.partitions.get_mut(&partition).expect("checked above");
         for record in &slot.uncommitted {
             worker.cast(WorkerMsg::Record(record.clone()))?;
         }
-        info!(actor = %self.worker_path(&partition), replayed = slot.uncommitted.len(), "partition worker restarted");
+        info!(actor = %path, replayed = slot.uncommitted.len(), "partition worker restarted");
         slot.worker = Some(worker);
         Ok(())
     }
@@ -241,7 +245,12 @@ impl Actor for ConsumerActor {
             .transport
             .subscribe(&args.group, &args.topics)
             .await
-            .map_err(|err| format!("failed to join group {} on {:?}: {err}", args.group, args.topics))?;
+            .map_err(|err| {
+                format!(
+                    "failed to join group {} on {:?}: {err}",
+                    args.group, args.topics
+                )
+            })?;
         let poller = tokio::spawn(poll_events(consumer.clone(), myself.clone()));
         info!(consumer = %args.path, group = %args.group, topics = ?args.topics, "consumer started");
         Ok(ConsumerState {
@@ -262,7 +271,10 @@ impl Actor for ConsumerActor {
             if let Some(worker) = slot.worker {
                 worker.stop(Some("consumer stopping".to_owned()));
             }
-            state.args.registry.remove(&format!("{}/{}", state.args.path, partition));
+            state
+                .args
+                .registry
+                .remove(&format!("{}/{}", state.args.path, partition));
         }
         state.consumer.close();
         info!(consumer = %state.args.path, group = %state.args.group, "consumer stopped");
@@ -282,14 +294,18 @@ impl Actor for ConsumerActor {
             }
             ConsumerMsg::Event(ConsumerEvent::Revoked(partitions)) => state.on_revoked(partitions),
             ConsumerMsg::PollFailed(reason) => {
-                return Err(format!("consumer of group {} failed: {reason}", state.args.group).into())
+                return Err(
+                    format!("consumer of group {} failed: {reason}", state.args.group).into(),
+                )
             }
             ConsumerMsg::Committable {
                 partition,
                 worker,
                 next_offset,
             } => state.on_committable(partition, worker, next_offset),
-            ConsumerMsg::RestartWorker(partition) => state.restart_worker(&myself, partition).await?,
+            ConsumerMsg::RestartWorker(partition) => {
+                state.restart_worker(&myself, partition).await?
+            }
         }
         Ok(())
     }

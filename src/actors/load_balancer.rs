@@ -50,7 +50,10 @@ pub struct BalancerHandle {
 
 impl BalancerHandle {
     fn set(&self, actor: Option<ActorRef<BalancerMsg>>) {
-        *self.actor.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = actor;
+        *self
+            .actor
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = actor;
     }
 
     fn get(&self) -> anyhow::Result<ActorRef<BalancerMsg>> {
@@ -145,14 +148,18 @@ impl Actor for LoadBalancer {
                 let _ = reply.send(placement);
             }
             BalancerMsg::Observe(observation) => state.balancer.observe(observation),
-            BalancerMsg::RefreshPartitions => match state.transport.partition_count(&state.topic).await {
-                Ok(count) if count != state.balancer.partitions() => {
-                    info!(topic = %state.topic, old = state.balancer.partitions(), new = count, "partition count changed");
-                    state.balancer.set_partitions(count);
+            BalancerMsg::RefreshPartitions => {
+                match state.transport.partition_count(&state.topic).await {
+                    Ok(count) if count != state.balancer.partitions() => {
+                        info!(topic = %state.topic, old = state.balancer.partitions(), new = count, "partition count changed");
+                        state.balancer.set_partitions(count);
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        warn!(topic = %state.topic, error = %err, "failed to read the partition count; keeping the old one")
+                    }
                 }
-                Ok(_) => {}
-                Err(err) => warn!(topic = %state.topic, error = %err, "failed to read the partition count; keeping the old one"),
-            },
+            }
             BalancerMsg::Outstanding(reply) => {
                 let _ = reply.send(state.balancer.outstanding_ms().to_vec());
             }
@@ -169,7 +176,11 @@ pub struct TaskRouter {
 }
 
 impl TaskRouter {
-    pub fn new(handle: BalancerHandle, transport: Arc<dyn Transport>, config: &Config) -> TaskRouter {
+    pub fn new(
+        handle: BalancerHandle,
+        transport: Arc<dyn Transport>,
+        config: &Config,
+    ) -> TaskRouter {
         TaskRouter {
             handle,
             transport,
@@ -192,7 +203,12 @@ impl RecordHandler for TaskRouter {
                 task.common.organization_uuid,
             ),
             Ok(other) => {
-                warn!(offset = record.offset, partition = record.partition, name = other.name(), "non-task record on the task topic; forwarded for the runner to reject");
+                warn!(
+                    offset = record.offset,
+                    partition = record.partition,
+                    name = other.name(),
+                    "non-task record on the task topic; forwarded for the runner to reject"
+                );
                 let run = Uuid::parse_str(&record.key_text()).unwrap_or_default();
                 (Uuid::nil(), run, Uuid::nil(), Uuid::nil(), Uuid::nil())
             }
@@ -219,14 +235,20 @@ impl RecordHandler for TaskRouter {
             headers: vec![
                 (HEADER_PIPELINE_ID.to_owned(), pipeline.as_bytes().to_vec()),
                 (HEADER_PIPELINE_RUN_ID.to_owned(), run.as_bytes().to_vec()),
-                (HEADER_ORGANIZATION_ID.to_owned(), organization.as_bytes().to_vec()),
+                (
+                    HEADER_ORGANIZATION_ID.to_owned(),
+                    organization.as_bytes().to_vec(),
+                ),
             ],
             payload: record.payload.clone(),
         };
-        self.transport
-            .send(outgoing)
-            .await
-            .map_err(|err| anyhow::anyhow!("failed to forward a task to {}/{}: {err}", self.topic, placement.partition))?;
+        self.transport.send(outgoing).await.map_err(|err| {
+            anyhow::anyhow!(
+                "failed to forward a task to {}/{}: {err}",
+                self.topic,
+                placement.partition
+            )
+        })?;
         Ok(())
     }
 }
@@ -249,7 +271,11 @@ impl RecordHandler for ResultObserver {
             // The trigger and statistics listeners log bad records on this topic.
             return Ok(());
         };
-        let task_run = if result.task_run_uuid.is_nil() { result.task_uuid } else { result.task_run_uuid };
+        let task_run = if result.task_run_uuid.is_nil() {
+            result.task_uuid
+        } else {
+            result.task_run_uuid
+        };
         self.handle.get()?.cast(BalancerMsg::Observe(Observation {
             pipeline: result.pipeline_uuid,
             run: result.pipeline_run_uuid,

@@ -153,7 +153,10 @@ impl Actor for PartitionWorker {
                 }
                 state.in_flight.remove(&offset);
                 if let Some(next_offset) = state.commit_point() {
-                    if state.last_reported.is_none_or(|reported| next_offset > reported) {
+                    if state
+                        .last_reported
+                        .is_none_or(|reported| next_offset > reported)
+                    {
                         state.last_reported = Some(next_offset);
                         state.consumer.cast(ConsumerMsg::Committable {
                             partition: state.partition.clone(),

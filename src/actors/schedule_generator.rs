@@ -58,7 +58,9 @@ pub async fn generate_once(
                 continue;
             }
         };
-        let after = scheduled.latest_fire_time.map_or(now, |latest| latest.max(now));
+        let after = scheduled
+            .latest_fire_time
+            .map_or(now, |latest| latest.max(now));
         let fire_times = schedule.fire_times(after, until);
         if fire_times.is_empty() {
             continue;
@@ -69,7 +71,9 @@ pub async fn generate_once(
         debug!(pipeline = %scheduled.name, added, "scheduled runs generated");
         inserted += added;
     }
-    store.prune_published_runs(now - PUBLISHED_RETENTION).await?;
+    store
+        .prune_published_runs(now - PUBLISHED_RETENTION)
+        .await?;
     Ok(inserted)
 }
 
@@ -83,7 +87,11 @@ impl Actor for ScheduleGenerator {
         myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        info!(horizon_hours = args.config.horizon_hours, interval_secs = args.config.interval_secs, "schedule generator started");
+        info!(
+            horizon_hours = args.config.horizon_hours,
+            interval_secs = args.config.interval_secs,
+            "schedule generator started"
+        );
         myself.cast(GeneratorMsg::Pass)?;
         Ok(args)
     }
@@ -100,9 +108,14 @@ impl Actor for ScheduleGenerator {
                 match generate_once(&*state.store, Utc::now(), horizon).await {
                     Ok(0) => {}
                     Ok(inserted) => info!(inserted, "scheduled runs generated"),
-                    Err(err) => warn!(error = %format!("{err:#}"), "schedule generator pass failed; retrying next pass"),
+                    Err(err) => {
+                        warn!(error = %format!("{err:#}"), "schedule generator pass failed; retrying next pass")
+                    }
                 }
-                myself.send_after(Duration::from_secs(state.config.interval_secs.max(1)), || GeneratorMsg::Pass);
+                myself.send_after(
+                    Duration::from_secs(state.config.interval_secs.max(1)),
+                    || GeneratorMsg::Pass,
+                );
             }
         }
         Ok(())

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::messages::{Message, Meta, PipelineRunConfig};
-use crate::pipeline::{task_run_uuid, RunContext};
+use crate::pipeline::{task_run_uuid, RunContext, TaskRunCause};
 use crate::store::{NewRun, QueuedRun, Store};
 use crate::transport::{send_message, Transport};
 
@@ -38,9 +38,6 @@ pub enum PublisherMsg {
 }
 
 pub struct SchedulePublisher;
-
-/// The cause key of initial tasks in [`task_run_uuid`]: they are caused by the run itself.
-pub const INITIAL_CAUSE: &str = "initial";
 
 impl PublisherState {
     /// Claims and publishes one batch of due runs; returns how many were claimed.
@@ -70,8 +67,12 @@ impl PublisherState {
     async fn publish_run(&self, queued: &QueuedRun) -> anyhow::Result<()> {
         let store = &self.args.store;
         let Some(pipeline) = self.args.catalog.pipeline(queued.pipeline_uuid).await? else {
-            self.end_unstartable(queued, &queued.pipeline_uuid.to_string(), "pipeline was deleted before the run started")
-                .await?;
+            self.end_unstartable(
+                queued,
+                &queued.pipeline_uuid.to_string(),
+                "pipeline was deleted before the run started",
+            )
+            .await?;
             return Ok(());
         };
         let run_config: PipelineRunConfig = match &queued.run_config {
@@ -80,8 +81,12 @@ impl PublisherState {
         };
         let initial = pipeline.initial_tasks(&run_config);
         if initial.is_empty() {
-            self.end_unstartable(queued, &pipeline.name, "pipeline has no initial task under the run configuration")
-                .await?;
+            self.end_unstartable(
+                queued,
+                &pipeline.name,
+                "pipeline has no initial task under the run configuration",
+            )
+            .await?;
             return Ok(());
         }
 
@@ -104,13 +109,18 @@ impl PublisherState {
             pipeline_run_config: run_config.clone(),
             ..Meta::default()
         };
-        let organization_uuid = self.args.config.pipelines.organization_uuid.unwrap_or_default();
+        let organization_uuid = self
+            .args
+            .config
+            .pipelines
+            .organization_uuid
+            .unwrap_or_default();
         for task in &initial {
             let message = pipeline.task_message(
                 task,
                 RunContext {
                     run_uuid: queued.run_uuid,
-                    task_run_uuid: task_run_uuid(queued.run_uuid, task.uuid, INITIAL_CAUSE),
+                    task_run_uuid: task_run_uuid(queued.run_uuid, task.uuid, TaskRunCause::Initial),
                     organization_uuid,
                     input: input.clone(),
                     meta: meta.clone(),
@@ -132,7 +142,12 @@ impl PublisherState {
     }
 
     /// Records a run that cannot start as failed, so that its caller sees why.
-    async fn end_unstartable(&self, queued: &QueuedRun, pipeline_name: &str, reason: &str) -> anyhow::Result<()> {
+    async fn end_unstartable(
+        &self,
+        queued: &QueuedRun,
+        pipeline_name: &str,
+        reason: &str,
+    ) -> anyhow::Result<()> {
         warn!(pipeline = %pipeline_name, pipeline_run_uuid = %queued.run_uuid, %reason, "run cannot start");
         let store = &self.args.store;
         store
@@ -187,7 +202,9 @@ impl Actor for SchedulePublisher {
                     // A full batch means more runs are due: poll again at once.
                     myself.cast(PublisherMsg::Poll)?;
                 } else {
-                    let interval = Duration::from_millis(state.args.config.schedule_publisher.poll_interval_ms);
+                    let interval = Duration::from_millis(
+                        state.args.config.schedule_publisher.poll_interval_ms,
+                    );
                     myself.send_after(interval, || PublisherMsg::Poll);
                 }
             }

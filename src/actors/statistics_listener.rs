@@ -35,7 +35,11 @@ pub fn statistics_row(result: &TaskRunResult) -> StatisticsRow {
         is_successful: result.is_successful,
         duration_ms: result.duration,
         output_bytes: result.output.len() as u64,
-        errors: result.errors.iter().map(|error| error.message.clone()).collect(),
+        errors: result
+            .errors
+            .iter()
+            .map(|error| error.message.clone())
+            .collect(),
         executed_at: result.executed_at,
     }
 }
@@ -61,7 +65,12 @@ impl RecordHandler for StatisticsListener {
         self.store
             .store_statistics(&[statistics_row(&result)])
             .await
-            .map_err(|err| anyhow::anyhow!("failed to store statistics of result {}: {err}", result.uuid))?;
+            .map_err(|err| {
+                anyhow::anyhow!(
+                    "failed to store statistics of result {}: {err}",
+                    result.uuid
+                )
+            })?;
         Ok(())
     }
 }

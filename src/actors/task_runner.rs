@@ -30,7 +30,11 @@ pub struct TaskRunner {
 }
 
 impl TaskRunner {
-    pub fn new(transport: Arc<dyn Transport>, config: Arc<Config>, context: Arc<ExecutionContext>) -> TaskRunner {
+    pub fn new(
+        transport: Arc<dyn Transport>,
+        config: Arc<Config>,
+        context: Arc<ExecutionContext>,
+    ) -> TaskRunner {
         TaskRunner {
             transport,
             topics: config.topics.clone(),
@@ -60,7 +64,10 @@ impl TaskRunner {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(join_error)) if join_error.is_panic() => Err(TaskFailure::new(
                 ErrorCode::Internal,
-                format!("task execution panicked: {}", panic_text(&join_error.into_panic())),
+                format!(
+                    "task execution panicked: {}",
+                    panic_text(&join_error.into_panic())
+                ),
             )),
             Ok(Err(join_error)) => Err(TaskFailure::new(
                 ErrorCode::Internal,
@@ -106,8 +113,11 @@ impl TaskRunner {
                 "task output of {} bytes exceeds task_runner.max_output_bytes ({limit}); reduce the output, for example with LIMIT or a processor",
                 oversized.len()
             );
-            let mut result =
-                TaskRunResult::failure(&task.common, task_type, TaskRunError::error(ErrorCode::Internal, message));
+            let mut result = TaskRunResult::failure(
+                &task.common,
+                task_type,
+                TaskRunError::error(ErrorCode::Internal, message),
+            );
             result.duration = duration_ms;
             return vec![result];
         }
@@ -143,12 +153,23 @@ impl TaskRunner {
         };
         // Failed notifications and API calls are also sent to the notification topic, as the
         // Ylem services do, for consumers that alert on delivery failures.
-        let copy_to_notifications =
-            !result.is_successful && matches!(result.task_type.as_str(), "notification" | "api_call");
+        let copy_to_notifications = !result.is_successful
+            && matches!(result.task_type.as_str(), "notification" | "api_call");
         let message = Message::Result(Box::new(result));
-        send_message(&*self.transport, &self.topics.task_run_results, &key, &message, Vec::new())
-            .await
-            .map_err(|err| anyhow::anyhow!("failed to publish a result to {}: {err}", self.topics.task_run_results))?;
+        send_message(
+            &*self.transport,
+            &self.topics.task_run_results,
+            &key,
+            &message,
+            Vec::new(),
+        )
+        .await
+        .map_err(|err| {
+            anyhow::anyhow!(
+                "failed to publish a result to {}: {err}",
+                self.topics.task_run_results
+            )
+        })?;
         if copy_to_notifications {
             send_message(
                 &*self.transport,
@@ -159,7 +180,10 @@ impl TaskRunner {
             )
             .await
             .map_err(|err| {
-                anyhow::anyhow!("failed to publish a result to {}: {err}", self.topics.notification_task_run_results)
+                anyhow::anyhow!(
+                    "failed to publish a result to {}: {err}",
+                    self.topics.notification_task_run_results
+                )
             })?;
         }
         Ok(())
@@ -188,7 +212,10 @@ impl RecordHandler for TaskRunner {
                     "unknown",
                     TaskRunError::error(
                         ErrorCode::UnknownTaskType,
-                        format!("message {} is not a task; only tasks.* messages belong on this topic", other.name()),
+                        format!(
+                            "message {} is not a task; only tasks.* messages belong on this topic",
+                            other.name()
+                        ),
                     ),
                 )]
             }
@@ -198,7 +225,10 @@ impl RecordHandler for TaskRunner {
                 vec![TaskRunResult::failure(
                     &common,
                     "unknown",
-                    TaskRunError::error(ErrorCode::Decode, format!("task message could not be decoded: {err}")),
+                    TaskRunError::error(
+                        ErrorCode::Decode,
+                        format!("task message could not be decoded: {err}"),
+                    ),
                 )]
             }
         };
@@ -215,8 +245,11 @@ impl RecordHandler for TaskRunner {
 /// Reads whatever common fields a broken task record still has, so that its failed result
 /// reaches the right run.
 fn salvage_common(payload: &[u8]) -> TaskCommon {
-    let empty = || serde_json::from_value::<TaskCommon>(serde_json::json!({})).expect("defaults decode");
-    let Ok(serde_json::Value::Object(mut envelope)) = serde_json::from_slice::<serde_json::Value>(payload) else {
+    let empty =
+        || serde_json::from_value::<TaskCommon>(serde_json::json!({})).expect("defaults decode");
+    let Ok(serde_json::Value::Object(mut envelope)) =
+        serde_json::from_slice::<serde_json::Value>(payload)
+    else {
         return empty();
     };
     let Some(serde_json::Value::Object(mut message)) = envelope.remove("message") else {
@@ -234,7 +267,9 @@ fn salvage_common(payload: &[u8]) -> TaskCommon {
         "task_name",
     ] {
         if let Some(value) = message.remove(field) {
-            if serde_json::from_value::<TaskCommon>(serde_json::json!({ field: value.clone() })).is_ok() {
+            if serde_json::from_value::<TaskCommon>(serde_json::json!({ field: value.clone() }))
+                .is_ok()
+            {
                 ids.insert(field.to_owned(), value);
             }
         }

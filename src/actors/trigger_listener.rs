@@ -19,7 +19,7 @@ use super::RecordHandler;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::messages::{Message, TaskRunResult};
-use crate::pipeline::{task_run_uuid, Pipeline, RunContext, TriggerType};
+use crate::pipeline::{task_run_uuid, Pipeline, RunContext, TaskRunCause, TriggerType};
 use crate::store::{ResultRecord, RunStatus, Store};
 use crate::transport::{send_message, Record, Transport};
 
@@ -37,7 +37,12 @@ struct NextStep {
 }
 
 impl TriggerListener {
-    pub fn new(store: Arc<dyn Store>, catalog: Arc<Catalog>, transport: Arc<dyn Transport>, config: Arc<Config>) -> TriggerListener {
+    pub fn new(
+        store: Arc<dyn Store>,
+        catalog: Arc<Catalog>,
+        transport: Arc<dyn Transport>,
+        config: Arc<Config>,
+    ) -> TriggerListener {
         TriggerListener {
             store,
             catalog,
@@ -55,14 +60,17 @@ impl TriggerListener {
     ) -> anyhow::Result<u32> {
         let run_config = &result.meta.pipeline_run_config;
         let next = pipeline.next_tasks(result.task_uuid, step.trigger_type, run_config);
-        let cause = format!("{}:{}", result.task_run_uuid, result.batch_index.unwrap_or(0));
+        let cause = TaskRunCause::Output {
+            task_run_uuid: result.task_run_uuid,
+            output_index: result.batch_index.unwrap_or(0),
+        };
         let meta = result.meta.clone();
         for task in &next {
             let message = pipeline.task_message(
                 task,
                 RunContext {
                     run_uuid: result.pipeline_run_uuid,
-                    task_run_uuid: task_run_uuid(result.pipeline_run_uuid, task.uuid, &cause),
+                    task_run_uuid: task_run_uuid(result.pipeline_run_uuid, task.uuid, cause),
                     organization_uuid: result.organization_uuid,
                     input: step.input.clone(),
                     meta: meta.clone(),
@@ -77,7 +85,13 @@ impl TriggerListener {
                 Vec::new(),
             )
             .await
-            .map_err(|err| anyhow::anyhow!("failed to publish task {} of run {}: {err}", task.name, result.pipeline_run_uuid))?;
+            .map_err(|err| {
+                anyhow::anyhow!(
+                    "failed to publish task {} of run {}: {err}",
+                    task.name,
+                    result.pipeline_run_uuid
+                )
+            })?;
         }
         Ok(next.len() as u32)
     }
@@ -98,8 +112,9 @@ fn next_step(result: &TaskRunResult) -> Result<NextStep, String> {
         #[serde(default)]
         original_input: Option<String>,
     }
-    let output: ConditionOutput = serde_json::from_slice(&result.output)
-        .map_err(|err| format!("condition output is not {{\"result\": bool, \"original_input\": base64}}: {err}"))?;
+    let output: ConditionOutput = serde_json::from_slice(&result.output).map_err(|err| {
+        format!("condition output is not {{\"result\": bool, \"original_input\": base64}}: {err}")
+    })?;
     let input = match output.original_input {
         Some(text) => STANDARD
             .decode(text.as_bytes())
@@ -107,7 +122,11 @@ fn next_step(result: &TaskRunResult) -> Result<NextStep, String> {
         None => Vec::new(),
     };
     Ok(NextStep {
-        trigger_type: if output.result { TriggerType::ConditionTrue } else { TriggerType::ConditionFalse },
+        trigger_type: if output.result {
+            TriggerType::ConditionTrue
+        } else {
+            TriggerType::ConditionFalse
+        },
         input,
     })
 }
@@ -124,7 +143,11 @@ fn result_record(result: &TaskRunResult, task_name: String) -> ResultRecord {
         is_successful: result.is_successful,
         duration_ms: result.duration,
         output_bytes: result.output.len() as u64,
-        errors: result.errors.iter().map(|error| format!("[{}] {}", error.code, error.message)).collect(),
+        errors: result
+            .errors
+            .iter()
+            .map(|error| format!("[{}] {}", error.code, error.message))
+            .collect(),
         batch_index: result.batch_index,
         batch_size: result.batch_size.unwrap_or(1),
         attempt: result.attempt,
@@ -163,7 +186,13 @@ impl RecordHandler for TriggerListener {
             .store
             .has_result(&recorded.dedupe_key())
             .await
-            .map_err(|err| anyhow::anyhow!("failed to look up result {} of run {}: {err}", result.uuid, result.pipeline_run_uuid))?;
+            .map_err(|err| {
+                anyhow::anyhow!(
+                    "failed to look up result {} of run {}: {err}",
+                    result.uuid,
+                    result.pipeline_run_uuid
+                )
+            })?;
         if seen {
             // Recorded means its next tasks were published before; nothing is left to do.
             info!(pipeline_run_uuid = %result.pipeline_run_uuid, result_uuid = %result.uuid, "result seen before; skipped");
@@ -181,7 +210,9 @@ impl RecordHandler for TriggerListener {
                     recorded.is_successful = false;
                     recorded.errors.push(problem);
                 }
-                (Some(_), Ok(step)) if step.input.len() > self.config.trigger_listener.max_next_input_bytes => {
+                (Some(_), Ok(step))
+                    if step.input.len() > self.config.trigger_listener.max_next_input_bytes =>
+                {
                     let problem = format!(
                         "output of {} bytes exceeds trigger_listener.max_next_input_bytes ({}), so the next tasks were not started",
                         step.input.len(),
@@ -201,14 +232,24 @@ impl RecordHandler for TriggerListener {
             .store
             .record_result(&recorded, published)
             .await
-            .map_err(|err| anyhow::anyhow!("failed to record result {} of run {}: {err}", result.uuid, result.pipeline_run_uuid))?;
+            .map_err(|err| {
+                anyhow::anyhow!(
+                    "failed to record result {} of run {}: {err}",
+                    result.uuid,
+                    result.pipeline_run_uuid
+                )
+            })?;
         if outcome.duplicate {
             info!(pipeline_run_uuid = %result.pipeline_run_uuid, result_uuid = %result.uuid, "result seen before; not counted again");
         }
         if let Some(status) = outcome.finished {
             match status {
-                RunStatus::Failed => warn!(pipeline_run_uuid = %result.pipeline_run_uuid, pipeline_uuid = %result.pipeline_uuid, "run failed"),
-                _ => info!(pipeline_run_uuid = %result.pipeline_run_uuid, pipeline_uuid = %result.pipeline_uuid, status = status.as_str(), "run finished"),
+                RunStatus::Failed => {
+                    warn!(pipeline_run_uuid = %result.pipeline_run_uuid, pipeline_uuid = %result.pipeline_uuid, "run failed")
+                }
+                _ => {
+                    info!(pipeline_run_uuid = %result.pipeline_run_uuid, pipeline_uuid = %result.pipeline_uuid, status = status.as_str(), "run finished")
+                }
             }
         }
         Ok(())

@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use super::{table, Cli, Command, PipelineCommand, RunsCommand, StatsCommand, EXIT_FAILURE, EXIT_INVALID_INPUT};
+use super::{
+    table, Cli, Command, PipelineCommand, RunsCommand, StatsCommand, EXIT_FAILURE,
+    EXIT_INVALID_INPUT,
+};
 use crate::catalog::{apply_path, ApplyError};
 use crate::config::Config;
 use crate::daemon::{parse_stages, Daemon, Runtime};
@@ -38,7 +41,11 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
         Command::Pipeline(command) => {
             let store = open_store(&config).await?;
             match command {
-                PipelineCommand::Apply { path, dry_run, json } => apply(&*store, &path, dry_run, json).await,
+                PipelineCommand::Apply {
+                    path,
+                    dry_run,
+                    json,
+                } => apply(&*store, &path, dry_run, json).await,
                 PipelineCommand::List { json } => list_pipelines(&*store, json).await,
                 PipelineCommand::Run {
                     name,
@@ -52,11 +59,19 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
         Command::Runs(command) => {
             let store = open_store(&config).await?;
             match command {
-                RunsCommand::List { pipeline, limit, json } => list_runs(&*store, pipeline.as_deref(), limit, json).await,
+                RunsCommand::List {
+                    pipeline,
+                    limit,
+                    json,
+                } => list_runs(&*store, pipeline.as_deref(), limit, json).await,
                 RunsCommand::Show { run_uuid, json } => show_run(&*store, &run_uuid, json).await,
             }
         }
-        Command::Stats(StatsCommand::Pipeline { name, last_runs, json }) => {
+        Command::Stats(StatsCommand::Pipeline {
+            name,
+            last_runs,
+            json,
+        }) => {
             let store = open_store(&config).await?;
             pipeline_stats(&*store, &name, last_runs, json).await
         }
@@ -75,7 +90,11 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     store::open(&config.store.url, config.store.max_connections).await
 }
 
-async fn run_daemon(config: Arc<Config>, stages: &str, apply: &[std::path::PathBuf]) -> anyhow::Result<i32> {
+async fn run_daemon(
+    config: Arc<Config>,
+    stages: &str,
+    apply: &[std::path::PathBuf],
+) -> anyhow::Result<i32> {
     let stages = match parse_stages(stages) {
         Ok(stages) => stages,
         Err(problem) => {
@@ -85,7 +104,12 @@ async fn run_daemon(config: Arc<Config>, stages: &str, apply: &[std::path::PathB
     };
     let store = open_store(&config).await?;
 
-    let mut paths: Vec<std::path::PathBuf> = config.pipelines.apply_on_start.iter().map(Into::into).collect();
+    let mut paths: Vec<std::path::PathBuf> = config
+        .pipelines
+        .apply_on_start
+        .iter()
+        .map(Into::into)
+        .collect();
     paths.extend(apply.iter().cloned());
     for path in &paths {
         match apply_path(&*store, path, false).await {
@@ -95,7 +119,10 @@ async fn run_daemon(config: Arc<Config>, stages: &str, apply: &[std::path::PathB
                 }
             }
             Err(ApplyError::Invalid(errors)) => {
-                eprintln!("error: pipelines in {} are invalid; nothing was applied:\n{errors}", path.display());
+                eprintln!(
+                    "error: pipelines in {} are invalid; nothing was applied:\n{errors}",
+                    path.display()
+                );
                 return Ok(EXIT_INVALID_INPUT);
             }
             Err(ApplyError::Store(err)) => return Err(err),
@@ -124,9 +151,14 @@ async fn apply(store: &dyn Store, path: &Path, dry_run: bool, json: bool) -> any
         Ok(outcomes) => outcomes,
         Err(ApplyError::Invalid(errors)) => {
             if json {
-                println!("{}", serde_json::json!({ "applied": false, "problems": errors.problems() }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "applied": false, "problems": errors.problems() })
+                );
             } else {
-                eprintln!("error: nothing was applied; fix these problems and apply again:\n{errors}");
+                eprintln!(
+                    "error: nothing was applied; fix these problems and apply again:\n{errors}"
+                );
             }
             return Ok(EXIT_INVALID_INPUT);
         }
@@ -139,8 +171,16 @@ async fn apply(store: &dyn Store, path: &Path, dry_run: bool, json: bool) -> any
     let rows: Vec<Vec<String>> = outcomes
         .iter()
         .map(|outcome| {
-            let change = if dry_run { "valid".to_owned() } else { format!("{:?}", outcome.change).to_lowercase() };
-            vec![outcome.name.clone(), change, outcome.removed_scheduled_runs.to_string()]
+            let change = if dry_run {
+                "valid".to_owned()
+            } else {
+                format!("{:?}", outcome.change).to_lowercase()
+            };
+            vec![
+                outcome.name.clone(),
+                change,
+                outcome.removed_scheduled_runs.to_string(),
+            ]
         })
         .collect();
     table::print(&["PIPELINE", "CHANGE", "REMOVED_SCHEDULED_RUNS"], &rows);
@@ -184,7 +224,9 @@ async fn run_pipeline(
         }
     }
     let Some(pipeline) = store.pipeline_by_name(name).await? else {
-        eprintln!("error: pipeline {name:?} not found; `ylem pipeline list` shows the applied pipelines");
+        eprintln!(
+            "error: pipeline {name:?} not found; `ylem pipeline list` shows the applied pipelines"
+        );
         return Ok(EXIT_INVALID_INPUT);
     };
     let run_uuid = Uuid::new_v4();
@@ -230,13 +272,22 @@ async fn run_pipeline(
     if detail.run.status == RunStatus::Succeeded {
         Ok(0)
     } else {
-        let error = detail.run.error.clone().unwrap_or_else(|| "run failed".to_owned());
+        let error = detail
+            .run
+            .error
+            .clone()
+            .unwrap_or_else(|| "run failed".to_owned());
         eprintln!("error: {error}");
         Ok(EXIT_FAILURE)
     }
 }
 
-async fn list_runs(store: &dyn Store, pipeline: Option<&str>, limit: u32, json: bool) -> anyhow::Result<i32> {
+async fn list_runs(
+    store: &dyn Store,
+    pipeline: Option<&str>,
+    limit: u32,
+    json: bool,
+) -> anyhow::Result<i32> {
     let runs = store.list_runs(pipeline, limit).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&runs)?);
@@ -260,7 +311,18 @@ async fn list_runs(store: &dyn Store, pipeline: Option<&str>, limit: u32, json: 
             ]
         })
         .collect();
-    table::print(&["RUN", "PIPELINE", "KIND", "STATUS", "RESULTS", "STARTED (UTC)", "DURATION"], &rows);
+    table::print(
+        &[
+            "RUN",
+            "PIPELINE",
+            "KIND",
+            "STATUS",
+            "RESULTS",
+            "STARTED (UTC)",
+            "DURATION",
+        ],
+        &rows,
+    );
     Ok(0)
 }
 
@@ -290,9 +352,15 @@ fn print_run(detail: &RunDetail, json: bool) -> anyhow::Result<()> {
     println!("pipeline:  {}", run.pipeline_name);
     println!("status:    {}", run.status.as_str());
     println!("kind:      {}", run.kind.as_str());
-    println!("started:   {}", run.started_at.format("%Y-%m-%d %H:%M:%S%.3f UTC"));
+    println!(
+        "started:   {}",
+        run.started_at.format("%Y-%m-%d %H:%M:%S%.3f UTC")
+    );
     if let Some(finished) = run.finished_at {
-        println!("finished:  {}", finished.format("%Y-%m-%d %H:%M:%S%.3f UTC"));
+        println!(
+            "finished:  {}",
+            finished.format("%Y-%m-%d %H:%M:%S%.3f UTC")
+        );
     }
     if let Some(error) = &run.error {
         println!("error:     {error}");
@@ -308,18 +376,32 @@ fn print_run(detail: &RunDetail, json: bool) -> anyhow::Result<()> {
                 task.status.to_owned(),
                 format!("{} ms", task.duration_ms),
                 format!("{} B", task.output_bytes),
-                task.batch_index.map(|index| index.to_string()).unwrap_or_else(|| "-".to_owned()),
+                task.batch_index
+                    .map(|index| index.to_string())
+                    .unwrap_or_else(|| "-".to_owned()),
                 task.errors.join("; "),
             ]
         })
         .collect();
-    table::print(&["TASK", "TYPE", "STATUS", "DURATION", "OUTPUT", "ITEM", "ERROR"], &rows);
+    table::print(
+        &[
+            "TASK", "TYPE", "STATUS", "DURATION", "OUTPUT", "ITEM", "ERROR",
+        ],
+        &rows,
+    );
     Ok(())
 }
 
-async fn pipeline_stats(store: &dyn Store, name: &str, last_runs: u32, json: bool) -> anyhow::Result<i32> {
+async fn pipeline_stats(
+    store: &dyn Store,
+    name: &str,
+    last_runs: u32,
+    json: bool,
+) -> anyhow::Result<i32> {
     let Some(pipeline) = store.pipeline_by_name(name).await? else {
-        eprintln!("error: pipeline {name:?} not found; `ylem pipeline list` shows the applied pipelines");
+        eprintln!(
+            "error: pipeline {name:?} not found; `ylem pipeline list` shows the applied pipelines"
+        );
         return Ok(EXIT_INVALID_INPUT);
     };
     let statistics = store.pipeline_statistics(pipeline.uuid, last_runs).await?;
@@ -327,7 +409,11 @@ async fn pipeline_stats(store: &dyn Store, name: &str, last_runs: u32, json: boo
         println!("{}", serde_json::to_string_pretty(&statistics)?);
         return Ok(0);
     }
-    let ms = |value: Option<u64>| value.map(|ms| format!("{ms} ms")).unwrap_or_else(|| "-".to_owned());
+    let ms = |value: Option<u64>| {
+        value
+            .map(|ms| format!("{ms} ms"))
+            .unwrap_or_else(|| "-".to_owned())
+    };
     println!("pipeline:             {name}");
     println!("runs:                 {}", statistics.runs);
     println!("successful task runs: {}", statistics.successful_task_runs);

@@ -14,9 +14,9 @@ pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>
     let text: Option<String> = Option::deserialize(deserializer)?;
     match text {
         None => Ok(Vec::new()),
-        Some(text) => STANDARD
-            .decode(text.as_bytes())
-            .map_err(|err| serde::de::Error::custom(format!("invalid base64 in byte field: {err}"))),
+        Some(text) => STANDARD.decode(text.as_bytes()).map_err(|err| {
+            serde::de::Error::custom(format!("invalid base64 in byte field: {err}"))
+        }),
     }
 }
 
@@ -24,19 +24,24 @@ pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>
 pub mod option {
     use super::*;
 
-    pub fn serialize<S: Serializer>(bytes: &Option<Vec<u8>>, serializer: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(
+        bytes: &Option<Vec<u8>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         match bytes {
             Some(bytes) => super::serialize(bytes, serializer),
             None => serializer.serialize_none(),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<u8>>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Vec<u8>>, D::Error> {
         let text: Option<String> = Option::deserialize(deserializer)?;
         text.map(|text| {
-            STANDARD
-                .decode(text.as_bytes())
-                .map_err(|err| serde::de::Error::custom(format!("invalid base64 in byte field: {err}")))
+            STANDARD.decode(text.as_bytes()).map_err(|err| {
+                serde::de::Error::custom(format!("invalid base64 in byte field: {err}"))
+            })
         })
         .transpose()
     }

@@ -24,7 +24,9 @@ pub enum Message {
     Task(Box<TaskMessage>),
     Result(Box<TaskRunResult>),
     /// `source.status_toggled`: a query outcome contradicted the source's recorded status.
-    SourceStatusToggled { uuid: uuid::Uuid },
+    SourceStatusToggled {
+        uuid: uuid::Uuid,
+    },
 }
 
 /// Why a record value could not be decoded. Each variant's text names the problem.

@@ -169,7 +169,10 @@ impl TaskRunResult {
         if let serde_json::Value::Object(object) = &mut value {
             object.insert(
                 "executed_at".to_owned(),
-                self.executed_at.format("%Y-%m-%d %H:%M:%S").to_string().into(),
+                self.executed_at
+                    .format("%Y-%m-%d %H:%M:%S")
+                    .to_string()
+                    .into(),
             );
         }
         value
@@ -181,11 +184,16 @@ mod rfc3339 {
     use super::*;
     use serde::{Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(
+        time: &DateTime<Utc>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&time.to_rfc3339_opts(SecondsFormat::Micros, true))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<DateTime<Utc>, D::Error> {
         let text = String::deserialize(deserializer)?;
         DateTime::parse_from_rfc3339(&text)
             .map(|time| time.with_timezone(&Utc))

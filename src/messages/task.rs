@@ -360,7 +360,9 @@ impl TaskMessage {
             "tasks.run_for_each" => TaskKind::RunForEach,
             other => {
                 let serde_json::Value::Object(mut fields) = message else {
-                    return Err(serde::de::Error::custom("task message is not a JSON object"));
+                    return Err(serde::de::Error::custom(
+                        "task message is not a JSON object",
+                    ));
                 };
                 for common_field in COMMON_FIELDS {
                     fields.remove(*common_field);

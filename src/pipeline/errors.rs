@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// One problem in a pipeline file: where it is and how to fix it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
     /// The file label given to the parser, usually its path.
     pub file: String,

@@ -72,6 +72,7 @@ impl Pipeline {
             input: run.input,
             meta: run.meta,
             attempt: Some(1),
+            timeout_ms: task.timeout_ms,
         };
         TaskMessage {
             common,

@@ -75,16 +75,22 @@ pub(super) fn to_millis(time: DateTime<Utc>) -> i64 {
 }
 
 pub(super) fn from_millis(millis: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(millis).single().unwrap_or_default()
+    Utc.timestamp_millis_opt(millis)
+        .single()
+        .unwrap_or_default()
 }
 
 pub(super) fn parse_uuid(text: &str) -> StoreResult<Uuid> {
-    Uuid::parse_str(text).map_err(|err| StoreError::Corrupt(format!("invalid uuid {text:?}: {err}")))
+    Uuid::parse_str(text)
+        .map_err(|err| StoreError::Corrupt(format!("invalid uuid {text:?}: {err}")))
 }
 
 #[async_trait::async_trait]
 impl super::Store for SqliteStore {
-    async fn apply_pipelines(&self, pipelines: &[super::PipelineRecord]) -> StoreResult<Vec<super::ApplyOutcome>> {
+    async fn apply_pipelines(
+        &self,
+        pipelines: &[super::PipelineRecord],
+    ) -> StoreResult<Vec<super::ApplyOutcome>> {
         self.apply(pipelines).await
     }
 
@@ -110,7 +116,8 @@ impl super::Store for SqliteStore {
         schedule_fingerprint: &str,
         fire_times: &[DateTime<Utc>],
     ) -> StoreResult<u64> {
-        self.insert_fire_times(pipeline_uuid, schedule_fingerprint, fire_times).await
+        self.insert_fire_times(pipeline_uuid, schedule_fingerprint, fire_times)
+            .await
     }
 
     async fn enqueue_run(&self, run: super::NewQueuedRun) -> StoreResult<()> {
@@ -147,7 +154,11 @@ impl super::Store for SqliteStore {
         self.mark_run_failed(run_uuid, error).await
     }
 
-    async fn record_result(&self, result: &super::ResultRecord, next_tasks: u32) -> StoreResult<super::RecordOutcome> {
+    async fn record_result(
+        &self,
+        result: &super::ResultRecord,
+        next_tasks: u32,
+    ) -> StoreResult<super::RecordOutcome> {
         self.insert_result(result, next_tasks).await
     }
 
@@ -159,7 +170,11 @@ impl super::Store for SqliteStore {
         Ok(found.is_some())
     }
 
-    async fn list_runs(&self, pipeline: Option<&str>, limit: u32) -> StoreResult<Vec<super::RunSummary>> {
+    async fn list_runs(
+        &self,
+        pipeline: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<super::RunSummary>> {
         self.runs(pipeline, limit).await
     }
 
@@ -171,11 +186,19 @@ impl super::Store for SqliteStore {
         self.insert_statistics(results).await
     }
 
-    async fn pipeline_statistics(&self, pipeline_uuid: Uuid, last_runs: u32) -> StoreResult<super::PipelineStatistics> {
+    async fn pipeline_statistics(
+        &self,
+        pipeline_uuid: Uuid,
+        last_runs: u32,
+    ) -> StoreResult<super::PipelineStatistics> {
         self.statistics(pipeline_uuid, last_runs).await
     }
 
     async fn recent_run_durations(&self, per_pipeline: u32) -> StoreResult<Vec<(Uuid, Vec<u64>)>> {
-        Ok(self.run_durations(None, per_pipeline).await?.into_iter().collect())
+        Ok(self
+            .run_durations(None, per_pipeline)
+            .await?
+            .into_iter()
+            .collect())
     }
 }

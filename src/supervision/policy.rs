@@ -36,7 +36,10 @@ impl Default for RestartPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestartDecision {
     /// Restart the child after `delay`; `restarts_in_window` counts this one.
-    Restart { delay: Duration, restarts_in_window: u32 },
+    Restart {
+        delay: Duration,
+        restarts_in_window: u32,
+    },
     /// Too many failures within the window: the supervisor must fail itself.
     GiveUp { failures_in_window: u32 },
 }
@@ -106,10 +109,12 @@ mod tests {
         let mut tracker = RestartTracker::new(policy());
         let start = Instant::now();
         let delays: Vec<_> = (0..3)
-            .map(|step| match tracker.on_failure(start + Duration::from_millis(step)) {
-                RestartDecision::Restart { delay, .. } => delay,
-                other => panic!("unexpected {other:?}"),
-            })
+            .map(
+                |step| match tracker.on_failure(start + Duration::from_millis(step)) {
+                    RestartDecision::Restart { delay, .. } => delay,
+                    other => panic!("unexpected {other:?}"),
+                },
+            )
             .collect();
         assert_eq!(delays[0], Duration::from_millis(100));
         assert_eq!(delays[1], Duration::from_millis(200));
@@ -128,7 +133,9 @@ mod tests {
         }
         assert_eq!(
             tracker.on_failure(start + Duration::from_secs(3)),
-            RestartDecision::GiveUp { failures_in_window: 4 }
+            RestartDecision::GiveUp {
+                failures_in_window: 4
+            }
         );
     }
 

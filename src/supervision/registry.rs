@@ -38,20 +38,27 @@ impl ActorRegistry {
     }
 
     pub fn started(&self, path: &str, supervisor: Option<&str>) {
-        let mut entry = self.actors.entry(path.to_owned()).or_insert_with(|| ActorStatus {
-            path: path.to_owned(),
-            supervisor: supervisor.map(str::to_owned),
-            state: ActorState::Running,
-            restarts: 0,
-            last_failure: None,
-            last_failure_at: None,
-        });
+        let mut entry = self
+            .actors
+            .entry(path.to_owned())
+            .or_insert_with(|| ActorStatus {
+                path: path.to_owned(),
+                supervisor: supervisor.map(str::to_owned),
+                state: ActorState::Running,
+                restarts: 0,
+                last_failure: None,
+                last_failure_at: None,
+            });
         entry.state = ActorState::Running;
     }
 
     pub fn failed(&self, path: &str, reason: &str, restarting: bool) {
         if let Some(mut entry) = self.actors.get_mut(path) {
-            entry.state = if restarting { ActorState::Restarting } else { ActorState::Failed };
+            entry.state = if restarting {
+                ActorState::Restarting
+            } else {
+                ActorState::Failed
+            };
             entry.last_failure = Some(reason.to_owned());
             entry.last_failure_at = Some(Utc::now());
             if restarting {

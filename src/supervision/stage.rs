@@ -68,9 +68,11 @@ pub struct StageSupervisor;
 
 impl StageState {
     fn child_index(&self, cell: &ActorCell) -> Option<usize> {
-        self.running
-            .iter()
-            .position(|running| running.as_ref().is_some_and(|child| child.get_id() == cell.get_id()))
+        self.running.iter().position(|running| {
+            running
+                .as_ref()
+                .is_some_and(|child| child.get_id() == cell.get_id())
+        })
     }
 
     /// Applies the policy to a child's exit; an error makes the stage itself fail.

@@ -87,11 +87,16 @@ impl MemoryBus {
     fn lock(&self) -> std::sync::MutexGuard<'_, BusState> {
         // A panic while the lock is held leaves consistent data (every update is a single step),
         // so a poisoned lock is taken over rather than spreading the panic to every stage.
-        self.shared.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn notify(&self) {
-        self.shared.changes.send_modify(|counter| *counter = counter.wrapping_add(1));
+        self.shared
+            .changes
+            .send_modify(|counter| *counter = counter.wrapping_add(1));
     }
 
     /// Number of records retained in a partition, for tests of the retention rule.
@@ -130,7 +135,8 @@ impl BusState {
         let mut partitions = Vec::new();
         for topic in &group.topics {
             let count = self.topics.get(topic).map_or(0, Vec::len) as u32;
-            partitions.extend((0..count).map(|partition| TopicPartition::new(topic.clone(), partition)));
+            partitions
+                .extend((0..count).map(|partition| TopicPartition::new(topic.clone(), partition)));
         }
         let group = self.groups.get_mut(group_id).expect("group exists");
         let member_ids: Vec<u64> = group.members.keys().copied().collect();
@@ -164,7 +170,12 @@ impl BusState {
                         .get(&partition.topic)
                         .and_then(|logs| logs.get(partition.partition as usize))
                         .map_or(0, |log| log.base_offset);
-                    let start = group.committed.get(partition).copied().unwrap_or(base).max(base);
+                    let start = group
+                        .committed
+                        .get(partition)
+                        .copied()
+                        .unwrap_or(base)
+                        .max(base);
                     member.positions.insert(partition.clone(), start);
                 }
                 member.events.push_back(ConsumerEvent::Assigned(assigned));
@@ -177,14 +188,22 @@ impl BusState {
     fn trim(&mut self, topic: &str, partition: u32) {
         let tp = TopicPartition::new(topic, partition);
         let mut low_water: Option<u64> = None;
-        for group in self.groups.values().filter(|group| group.topics.contains(topic)) {
+        for group in self
+            .groups
+            .values()
+            .filter(|group| group.topics.contains(topic))
+        {
             let committed = group.committed.get(&tp).copied().unwrap_or(0);
             low_water = Some(low_water.map_or(committed, |low| low.min(committed)));
         }
         let Some(low_water) = low_water else {
             return;
         };
-        if let Some(log) = self.topics.get_mut(topic).and_then(|logs| logs.get_mut(partition as usize)) {
+        if let Some(log) = self
+            .topics
+            .get_mut(topic)
+            .and_then(|logs| logs.get_mut(partition as usize))
+        {
             while log.base_offset < low_water && !log.records.is_empty() {
                 log.records.pop_front();
                 log.base_offset += 1;
@@ -208,7 +227,9 @@ impl Transport for MemoryBus {
             Some(_) => return Ok(()),
             None => {}
         }
-        let logs = (0..partitions.max(1)).map(|_| PartitionLog::default()).collect();
+        let logs = (0..partitions.max(1))
+            .map(|_| PartitionLog::default())
+            .collect();
         state.topics.insert(topic.to_owned(), logs);
         let group_ids: Vec<String> = state
             .groups
@@ -264,7 +285,11 @@ impl Transport for MemoryBus {
         Ok(Delivery { partition, offset })
     }
 
-    async fn subscribe(&self, group_id: &str, topics: &[String]) -> Result<Arc<dyn Consumer>, TransportError> {
+    async fn subscribe(
+        &self,
+        group_id: &str,
+        topics: &[String],
+    ) -> Result<Arc<dyn Consumer>, TransportError> {
         let mut state = self.lock();
         for topic in topics {
             if !state.topics.contains_key(topic) {
@@ -301,8 +326,14 @@ impl MemoryConsumer {
     fn poll(&self) -> Result<Option<ConsumerEvent>, TransportError> {
         let mut state = self.bus.lock();
         let state = &mut *state;
-        let group = state.groups.get_mut(&self.group_id).ok_or(TransportError::Closed)?;
-        let member = group.members.get_mut(&self.member_id).ok_or(TransportError::Closed)?;
+        let group = state
+            .groups
+            .get_mut(&self.group_id)
+            .ok_or(TransportError::Closed)?;
+        let member = group
+            .members
+            .get_mut(&self.member_id)
+            .ok_or(TransportError::Closed)?;
         if let Some(event) = member.events.pop_front() {
             return Ok(Some(event));
         }
@@ -327,7 +358,11 @@ impl MemoryConsumer {
             else {
                 continue;
             };
-            let position = member.positions.get(partition).copied().unwrap_or(log.base_offset);
+            let position = member
+                .positions
+                .get(partition)
+                .copied()
+                .unwrap_or(log.base_offset);
             let position = position.max(log.base_offset);
             if position >= log.end_offset() {
                 continue;
@@ -365,8 +400,14 @@ impl Consumer for MemoryConsumer {
 
     fn commit(&self, partition: &TopicPartition, next_offset: u64) -> Result<(), TransportError> {
         let mut state = self.bus.lock();
-        let group = state.groups.get_mut(&self.group_id).ok_or(TransportError::Closed)?;
-        let member = group.members.get(&self.member_id).ok_or(TransportError::Closed)?;
+        let group = state
+            .groups
+            .get_mut(&self.group_id)
+            .ok_or(TransportError::Closed)?;
+        let member = group
+            .members
+            .get(&self.member_id)
+            .ok_or(TransportError::Closed)?;
         if !member.assigned.contains(partition) {
             // Kafka rejects commits for partitions a member no longer owns; so does the bus, so
             // that a slow former owner cannot move the new owner's position.
@@ -459,11 +500,15 @@ mod tests {
         let bus = MemoryBus::new();
         bus.ensure_topic("t", 1).await.unwrap();
         for index in 0..3u8 {
-            bus.send(OutgoingRecord::keyed("t", "k", vec![index])).await.unwrap();
+            bus.send(OutgoingRecord::keyed("t", "k", vec![index]))
+                .await
+                .unwrap();
         }
         let first = bus.subscribe("g", &["t".to_owned()]).await.unwrap();
         let record = next_record(&first).await;
-        first.commit(&record.topic_partition(), record.offset + 1).unwrap();
+        first
+            .commit(&record.topic_partition(), record.offset + 1)
+            .unwrap();
         first.close();
         drop(first);
 
@@ -502,7 +547,9 @@ mod tests {
         bus.ensure_topic("t", 1).await.unwrap();
         let consumer = bus.subscribe("g", &["t".to_owned()]).await.unwrap();
         for index in 0..10u8 {
-            bus.send(OutgoingRecord::keyed("t", "k", vec![index])).await.unwrap();
+            bus.send(OutgoingRecord::keyed("t", "k", vec![index]))
+                .await
+                .unwrap();
         }
         let tp = TopicPartition::new("t", 0);
         consumer.commit(&tp, 7).unwrap();

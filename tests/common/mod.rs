@@ -96,7 +96,8 @@ impl TestEnv {
 
     /// Validates and stores a pipeline given as YAML.
     pub async fn apply(&self, yaml: &str) -> Uuid {
-        let pipeline = parse_pipeline("test.yaml", yaml).unwrap_or_else(|errors| panic!("{errors}"));
+        let pipeline =
+            parse_pipeline("test.yaml", yaml).unwrap_or_else(|errors| panic!("{errors}"));
         let record = pipeline_record(&pipeline).unwrap();
         self.store.apply_pipelines(&[record]).await.unwrap();
         pipeline.uuid
@@ -104,7 +105,12 @@ impl TestEnv {
 
     /// Queues a manual run and returns its uuid.
     pub async fn run(&self, pipeline: &str, input: Option<&str>) -> Uuid {
-        let stored = self.store.pipeline_by_name(pipeline).await.unwrap().expect("pipeline applied");
+        let stored = self
+            .store
+            .pipeline_by_name(pipeline)
+            .await
+            .unwrap()
+            .expect("pipeline applied");
         let run_uuid = Uuid::new_v4();
         self.store
             .enqueue_run(NewQueuedRun {
@@ -122,20 +128,28 @@ impl TestEnv {
     /// Waits until the run reaches a terminal state.
     pub async fn finished_run(&self, run_uuid: Uuid) -> RunDetail {
         let store = self.store.clone();
-        wait_for(&format!("run {run_uuid} to finish"), Duration::from_secs(30), || {
-            let store = store.clone();
-            async move {
-                let detail = store.run(run_uuid).await.unwrap()?;
-                detail.run.status.is_terminal().then_some(detail)
-            }
-        })
+        wait_for(
+            &format!("run {run_uuid} to finish"),
+            Duration::from_secs(30),
+            || {
+                let store = store.clone();
+                async move {
+                    let detail = store.run(run_uuid).await.unwrap()?;
+                    detail.run.status.is_terminal().then_some(detail)
+                }
+            },
+        )
         .await
     }
-
 }
 
 /// Adds a SQLite source to `config` backed by a database file created with `statements`.
-pub async fn add_sqlite_source(config: &mut Config, folder: &std::path::Path, name: &str, statements: &[&str]) {
+pub async fn add_sqlite_source(
+    config: &mut Config,
+    folder: &std::path::Path,
+    name: &str,
+    statements: &[&str],
+) {
     let path = folder.join(format!("{name}.db"));
     let url = format!("sqlite://{}?mode=rwc", path.display());
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
@@ -185,7 +199,11 @@ pub struct Received {
 impl Received {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|err| {
-            panic!("body of {} is not JSON ({err}): {}", self.path, String::from_utf8_lossy(&self.body))
+            panic!(
+                "body of {} is not JSON ({err}): {}",
+                self.path,
+                String::from_utf8_lossy(&self.body)
+            )
         })
     }
 }
@@ -229,13 +247,20 @@ impl Receiver {
     }
 
     pub fn received_at(&self, path: &str) -> Vec<Received> {
-        self.received().into_iter().filter(|request| request.path == path).collect()
+        self.received()
+            .into_iter()
+            .filter(|request| request.path == path)
+            .collect()
     }
 }
 
 type ReceiverState = (Arc<Mutex<Vec<Received>>>, Arc<Mutex<StatusCode>>);
 
-async fn record_request(State((requests, status)): State<ReceiverState>, uri: Uri, body: axum::body::Bytes) -> StatusCode {
+async fn record_request(
+    State((requests, status)): State<ReceiverState>,
+    uri: Uri,
+    body: axum::body::Bytes,
+) -> StatusCode {
     requests.lock().unwrap().push(Received {
         path: uri.path().to_owned(),
         body: body.to_vec(),

@@ -11,7 +11,10 @@ use crate::store::{
 };
 
 impl SqliteStore {
-    pub(super) async fn apply(&self, pipelines: &[PipelineRecord]) -> StoreResult<Vec<ApplyOutcome>> {
+    pub(super) async fn apply(
+        &self,
+        pipelines: &[PipelineRecord],
+    ) -> StoreResult<Vec<ApplyOutcome>> {
         let now = to_millis(Utc::now());
         let mut transaction = self.begin_write().await?;
         let mut outcomes = Vec::with_capacity(pipelines.len());
@@ -26,7 +29,8 @@ impl SqliteStore {
             let change = match &existing {
                 None => ApplyChange::Created,
                 Some(row) => {
-                    let same_text = row.try_get::<String, _>("source_yaml")? == pipeline.source_yaml;
+                    let same_text =
+                        row.try_get::<String, _>("source_yaml")? == pipeline.source_yaml;
                     let active = row.try_get::<i64, _>("is_active")? != 0;
                     if same_text && active {
                         ApplyChange::Unchanged
@@ -111,12 +115,22 @@ impl SqliteStore {
             .collect()
     }
 
-    pub(super) async fn pipeline_where(&self, column: &str, value: String) -> StoreResult<Option<StoredPipeline>> {
+    pub(super) async fn pipeline_where(
+        &self,
+        column: &str,
+        value: String,
+    ) -> StoreResult<Option<StoredPipeline>> {
         let sql = match column {
-            "name" => "SELECT uuid, name, source_yaml, version, is_active FROM pipelines WHERE name = ?",
+            "name" => {
+                "SELECT uuid, name, source_yaml, version, is_active FROM pipelines WHERE name = ?"
+            }
             _ => "SELECT uuid, name, source_yaml, version, is_active FROM pipelines WHERE uuid = ?",
         };
-        let Some(row) = sqlx::query(sql).bind(value).fetch_optional(&self.pool).await? else {
+        let Some(row) = sqlx::query(sql)
+            .bind(value)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
             return Ok(None);
         };
         Ok(Some(StoredPipeline {
@@ -241,27 +255,33 @@ impl SqliteStore {
     }
 
     pub(super) async fn complete_queued(&self, id: i64) -> StoreResult<()> {
-        sqlx::query("UPDATE scheduled_runs SET published_at = ?, claimed_until = NULL WHERE id = ?")
-            .bind(to_millis(Utc::now()))
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE scheduled_runs SET published_at = ?, claimed_until = NULL WHERE id = ?",
+        )
+        .bind(to_millis(Utc::now()))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     pub(super) async fn prune_published(&self, before: DateTime<Utc>) -> StoreResult<u64> {
-        Ok(sqlx::query("DELETE FROM scheduled_runs WHERE published_at IS NOT NULL AND execute_at < ?")
-            .bind(to_millis(before))
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        Ok(sqlx::query(
+            "DELETE FROM scheduled_runs WHERE published_at IS NOT NULL AND execute_at < ?",
+        )
+        .bind(to_millis(before))
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
     }
 
     pub(super) async fn release_queued(&self, id: i64) -> StoreResult<()> {
-        sqlx::query("UPDATE scheduled_runs SET claimed_by = NULL, claimed_until = NULL WHERE id = ?")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE scheduled_runs SET claimed_by = NULL, claimed_until = NULL WHERE id = ?",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }

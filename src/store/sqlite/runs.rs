@@ -47,7 +47,11 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(super) async fn insert_result(&self, result: &ResultRecord, next_tasks: u32) -> StoreResult<RecordOutcome> {
+    pub(super) async fn insert_result(
+        &self,
+        result: &ResultRecord,
+        next_tasks: u32,
+    ) -> StoreResult<RecordOutcome> {
         let now = to_millis(Utc::now());
         let mut transaction = self.begin_write().await?;
 
@@ -104,7 +108,11 @@ impl SqliteStore {
         let delta = i64::from(next_tasks) + announced - 1;
         let failed = i64::from(!result.is_successful);
         let error = (!result.is_successful).then(|| {
-            let message = result.errors.first().map(String::as_str).unwrap_or("failed");
+            let message = result
+                .errors
+                .first()
+                .map(String::as_str)
+                .unwrap_or("failed");
             format!("task {} failed: {message}", result.task_name)
         });
         let row = sqlx::query(
@@ -124,7 +132,11 @@ impl SqliteStore {
 
         let mut finished = None;
         if outstanding <= 0 && status == RunStatus::Running {
-            let final_status = if failed_tasks > 0 { RunStatus::Failed } else { RunStatus::Succeeded };
+            let final_status = if failed_tasks > 0 {
+                RunStatus::Failed
+            } else {
+                RunStatus::Succeeded
+            };
             sqlx::query("UPDATE pipeline_runs SET status = ?, finished_at = ? WHERE run_uuid = ?")
                 .bind(final_status.as_str())
                 .bind(now)
@@ -140,7 +152,11 @@ impl SqliteStore {
         })
     }
 
-    pub(super) async fn runs(&self, pipeline: Option<&str>, limit: u32) -> StoreResult<Vec<RunSummary>> {
+    pub(super) async fn runs(
+        &self,
+        pipeline: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<RunSummary>> {
         let rows = match pipeline {
             Some(name) => {
                 let sql = format!(
@@ -194,12 +210,20 @@ impl SqliteStore {
                     task_uuid: parse_uuid(&row.try_get::<String, _>("task_uuid")?)?,
                     task_name: row.try_get("task_name")?,
                     task_type: row.try_get("task_type")?,
-                    status: if row.try_get::<bool, _>("is_successful")? { "succeeded" } else { "failed" },
+                    status: if row.try_get::<bool, _>("is_successful")? {
+                        "succeeded"
+                    } else {
+                        "failed"
+                    },
                     duration_ms: row.try_get::<i64, _>("duration_ms")? as u64,
                     output_bytes: row.try_get::<i64, _>("output_bytes")? as u64,
                     errors: serde_json::from_str(&errors).unwrap_or_default(),
-                    batch_index: row.try_get::<Option<i64>, _>("batch_index")?.map(|index| index as u32),
-                    attempt: row.try_get::<Option<i64>, _>("attempt")?.map(|attempt| attempt as u32),
+                    batch_index: row
+                        .try_get::<Option<i64>, _>("batch_index")?
+                        .map(|index| index as u32),
+                    attempt: row
+                        .try_get::<Option<i64>, _>("attempt")?
+                        .map(|attempt| attempt as u32),
                     executed_at: from_millis(row.try_get("executed_at")?),
                 })
             })
@@ -239,7 +263,11 @@ impl SqliteStore {
         Ok(inserted)
     }
 
-    pub(super) async fn statistics(&self, pipeline_uuid: Uuid, last_runs: u32) -> StoreResult<PipelineStatistics> {
+    pub(super) async fn statistics(
+        &self,
+        pipeline_uuid: Uuid,
+        last_runs: u32,
+    ) -> StoreResult<PipelineStatistics> {
         let counts = sqlx::query(
             "SELECT COUNT(DISTINCT pipeline_run_uuid) AS runs, \
              COALESCE(SUM(is_successful), 0) AS successes, COUNT(*) AS total \
@@ -301,8 +329,12 @@ fn run_summary(row: &sqlx::sqlite::SqliteRow) -> StoreResult<RunSummary> {
         task_results: row.try_get("task_results")?,
         failed_tasks: row.try_get("failed_tasks")?,
         error: row.try_get("error")?,
-        scheduled_for: row.try_get::<Option<i64>, _>("scheduled_for")?.map(from_millis),
+        scheduled_for: row
+            .try_get::<Option<i64>, _>("scheduled_for")?
+            .map(from_millis),
         started_at: from_millis(row.try_get("started_at")?),
-        finished_at: row.try_get::<Option<i64>, _>("finished_at")?.map(from_millis),
+        finished_at: row
+            .try_get::<Option<i64>, _>("finished_at")?
+            .map(from_millis),
     })
 }
