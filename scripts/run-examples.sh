@@ -3,8 +3,8 @@
 #
 # Builds release binaries, loads examples/data/penguins.csv into examples/data/penguins.db,
 # starts the penguins_demo webhook receiver on 127.0.0.1:8089 (it appends every request to
-# examples/data/webhooks.log) and runs the ylem daemon in the foreground until Ctrl-C.
-# The receiver is stopped when this script exits.
+# examples/data/webhooks.log) and runs the ylem daemon until Ctrl-C. Both are stopped when
+# this script exits.
 #
 # From another shell in the repository root, while this script runs:
 #   target/release/ylem pipeline run penguin-report --wait
@@ -54,20 +54,38 @@ penguins_demo="$target_dir/release/examples/penguins_demo"
 "$penguins_demo" prepare --database "$database"
 
 receiver_pid=""
-stop_receiver() {
-    if [[ -n "$receiver_pid" ]] && kill -0 "$receiver_pid" 2>/dev/null; then
-        kill -TERM "$receiver_pid"
-        wait "$receiver_pid" || true
+daemon_pid=""
+# Stops one background process with SIGTERM and waits for it. Both programs shut down
+# cleanly on SIGTERM.
+stop_process() {
+    local pid="$1"
+    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid"
+        wait "$pid" || true
     fi
 }
-trap stop_receiver EXIT
+stop_all() {
+    stop_process "$daemon_pid"
+    stop_process "$receiver_pid"
+}
+trap stop_all EXIT
+# Exiting from these traps runs stop_all, so Ctrl-C or `kill` of this script stops both
+# programs.
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+receiver_host="${receiver_address%:*}"
+receiver_port="${receiver_address##*:}"
+# Without this check the readiness loop below could mistake another server for the receiver.
+if (exec 3<>"/dev/tcp/$receiver_host/$receiver_port") 2>/dev/null; then
+    echo "error: another process already listens on $receiver_address; stop it (\`ss -ltnp 'sport = :$receiver_port'\` shows it) and run this script again" >&2
+    exit 1
+fi
 
 "$penguins_demo" receive --listen "$receiver_address" --log "$webhook_log" &
 receiver_pid=$!
 
 # Wait until the receiver accepts connections, or report why it exited.
-receiver_host="${receiver_address%:*}"
-receiver_port="${receiver_address##*:}"
 for _ in $(seq 1 50); do
     if ! kill -0 "$receiver_pid" 2>/dev/null; then
         receiver_status=0
@@ -87,4 +105,10 @@ if ! (exec 3<>"/dev/tcp/$receiver_host/$receiver_port") 2>/dev/null; then
 fi
 
 echo "starting the ylem daemon with $config; press Ctrl-C to stop"
-"$ylem" run --config "$config" "${apply_arguments[@]}" "$@"
+# The daemon runs in the background so that the INT and TERM traps fire while it runs.
+"$ylem" run --config "$config" "${apply_arguments[@]}" "$@" &
+daemon_pid=$!
+daemon_status=0
+wait "$daemon_pid" || daemon_status=$?
+daemon_pid=""
+exit "$daemon_status"
