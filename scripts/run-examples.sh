@@ -105,6 +105,7 @@ if ! (exec 3<>"/dev/tcp/$receiver_host/$receiver_port") 2>/dev/null; then
 fi
 
 echo "starting the ylem daemon with $config; press Ctrl-C to stop"
+echo "from another shell in $repository_root: $ylem pipeline run penguin-report --wait"
 # The daemon runs in the background so that the INT and TERM traps fire while it runs.
 "$ylem" run --config "$config" "${apply_arguments[@]}" "$@" &
 daemon_pid=$!
