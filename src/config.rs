@@ -90,6 +90,36 @@ impl Config {
                 ));
             }
         }
+        if self.topics.dead_letter_suffix.is_empty() {
+            return Err(ConfigError::new(
+                "topics.dead_letter_suffix",
+                "\"\"",
+                "must not be empty, or dead letters would go back to the topic they came from; the default is .dlq",
+            ));
+        }
+        let kafka = &self.transport.kafka;
+        if self.transport.kind == TransportKind::Kafka && kafka.bootstrap_servers.trim().is_empty()
+        {
+            return Err(ConfigError::new(
+                "transport.kafka.bootstrap_servers",
+                "\"\"",
+                "is required with transport.kind = \"kafka\"; write host:port, e.g. 127.0.0.1:19092",
+            ));
+        }
+        if !matches!(kafka.auto_offset_reset.as_str(), "earliest" | "latest") {
+            return Err(ConfigError::new(
+                "transport.kafka.auto_offset_reset",
+                &kafka.auto_offset_reset,
+                "must be earliest or latest",
+            ));
+        }
+        if kafka.replication_factor < 1 {
+            return Err(ConfigError::new(
+                "transport.kafka.replication_factor",
+                kafka.replication_factor,
+                "must be at least 1",
+            ));
+        }
         if self.task_runner.max_in_flight_per_partition == 0 {
             return Err(ConfigError::new(
                 "task_runner.max_in_flight_per_partition",

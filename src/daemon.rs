@@ -143,7 +143,24 @@ impl Runtime {
         ] {
             self.transport.ensure_topic(topic, count).await?;
         }
+        for topic in [
+            &topics.task_runs,
+            &topics.task_runs_load_balanced,
+            &topics.task_run_results,
+        ] {
+            let dead_letters = format!("{topic}{}", topics.dead_letter_suffix);
+            self.transport
+                .ensure_topic(&dead_letters, partitions.side_topics)
+                .await?;
+        }
         Ok(())
+    }
+
+    pub fn dead_letters(&self) -> crate::dead_letter::DeadLetters {
+        crate::dead_letter::DeadLetters::new(
+            self.transport.clone(),
+            &self.config.topics.dead_letter_suffix,
+        )
     }
 }
 
@@ -349,6 +366,7 @@ fn stage_children(runtime: &Runtime, stage: Stage) -> anyhow::Result<Vec<ChildSp
             let router = Arc::new(TaskRouter::new(
                 runtime.balancer.clone(),
                 runtime.transport.clone(),
+                runtime.dead_letters(),
                 &config,
             ));
             let observer = Arc::new(ResultObserver::new(runtime.balancer.clone()));
@@ -376,6 +394,7 @@ fn stage_children(runtime: &Runtime, stage: Stage) -> anyhow::Result<Vec<ChildSp
             let context = Arc::new(ExecutionContext::new(config.clone())?);
             let runner = Arc::new(TaskRunner::new(
                 runtime.transport.clone(),
+                runtime.dead_letters(),
                 config.clone(),
                 context,
             ));
@@ -393,6 +412,7 @@ fn stage_children(runtime: &Runtime, stage: Stage) -> anyhow::Result<Vec<ChildSp
                 runtime.store.clone(),
                 runtime.catalog.clone(),
                 runtime.transport.clone(),
+                runtime.dead_letters(),
                 config.clone(),
             ));
             // One result at a time per partition: a run's results share a partition, and its

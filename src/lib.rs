@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod dead_letter;
 pub mod http;
 pub mod load_balancing;
 pub mod messages;

@@ -6,6 +6,7 @@
 //! shares the partitions of its topics among its members, and each member commits the next
 //! offset to read per partition.
 
+pub mod kafka;
 pub mod memory;
 
 use std::sync::Arc;
@@ -117,9 +118,49 @@ pub struct Delivery {
 #[derive(Debug, Clone)]
 pub enum ConsumerEvent {
     Assigned(Vec<TopicPartition>),
-    /// The partitions are taken away; the member must stop processing them.
-    Revoked(Vec<TopicPartition>),
+    /// The partitions are taken away; the member must stop processing them. With `drained`
+    /// set, the transport holds the partitions until the member calls [`DrainAck::done`],
+    /// after finishing its in-flight records and committing their offsets.
+    Revoked {
+        partitions: Vec<TopicPartition>,
+        drained: Option<DrainAck>,
+    },
     Record(Record),
+}
+
+/// Signals that revoked partitions have nothing in flight and their offsets are committed.
+#[derive(Clone)]
+pub struct DrainAck {
+    sender: std::sync::Arc<std::sync::Mutex<Option<std::sync::mpsc::SyncSender<()>>>>,
+}
+
+impl DrainAck {
+    /// Creates an acknowledgement and the receiver the transport waits on.
+    pub fn new() -> (DrainAck, std::sync::mpsc::Receiver<()>) {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        let ack = DrainAck {
+            sender: std::sync::Arc::new(std::sync::Mutex::new(Some(sender))),
+        };
+        (ack, receiver)
+    }
+
+    /// Releases the partitions; later calls do nothing.
+    pub fn done(&self) {
+        let sender = self
+            .sender
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(sender) = sender {
+            let _ = sender.try_send(());
+        }
+    }
+}
+
+impl std::fmt::Debug for DrainAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DrainAck")
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -181,6 +222,17 @@ pub trait Consumer: Send + Sync + 'static {
 
     /// Leaves the group; its partitions go to the remaining members.
     fn close(&self);
+}
+
+/// Builds the transport that `config` selects.
+pub async fn connect(config: &crate::config::Config) -> anyhow::Result<Arc<dyn Transport>> {
+    match config.transport.kind {
+        crate::config::TransportKind::Embedded => Ok(Arc::new(memory::MemoryBus::new())),
+        crate::config::TransportKind::Kafka => {
+            let transport = kafka::KafkaTransport::connect(&config.transport.kafka).await?;
+            Ok(Arc::new(transport))
+        }
+    }
 }
 
 /// Encodes `message` and produces it keyed by `key`, waiting for the acknowledgement.

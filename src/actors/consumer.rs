@@ -6,7 +6,7 @@
 //! without seeking. A partition whose uncommitted backlog reaches `max_buffered_records` is
 //! paused until its worker catches up, which bounds memory under any backlog.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 use super::partition_worker::{PartitionWorker, PartitionWorkerArgs, WorkerMsg};
 use super::RecordHandler;
 use crate::supervision::{ActorRegistry, RestartDecision, RestartPolicy, RestartTracker};
-use crate::transport::{Consumer, ConsumerEvent, Record, TopicPartition, Transport};
+use crate::transport::{Consumer, ConsumerEvent, DrainAck, Record, TopicPartition, Transport};
 
 pub struct ConsumerArgs {
     /// Path in the supervision tree, e.g. `runner/task_runs_load_balanced`.
@@ -42,6 +42,12 @@ pub enum ConsumerMsg {
         next_offset: u64,
     },
     RestartWorker(TopicPartition),
+    /// A revoked partition's worker finished its in-flight records and stopped.
+    Drained {
+        partition: TopicPartition,
+        worker: ActorId,
+        next_offset: Option<u64>,
+    },
 }
 
 struct PartitionSlot {
@@ -49,7 +55,15 @@ struct PartitionSlot {
     /// Records handed to the worker and not yet committed, in offset order.
     uncommitted: VecDeque<Arc<Record>>,
     paused: bool,
+    /// Revoked: the worker finishes what it started and takes nothing new.
+    draining: bool,
     tracker: RestartTracker,
+}
+
+/// A revocation waiting for its partitions to drain.
+struct PendingDrain {
+    ack: DrainAck,
+    partitions: BTreeSet<TopicPartition>,
 }
 
 pub struct ConsumerState {
@@ -57,6 +71,7 @@ pub struct ConsumerState {
     consumer: Arc<dyn Consumer>,
     poller: JoinHandle<()>,
     partitions: HashMap<TopicPartition, PartitionSlot>,
+    pending_drains: Vec<PendingDrain>,
 }
 
 pub struct ConsumerActor;
@@ -103,6 +118,7 @@ impl ConsumerState {
                     worker: Some(worker),
                     uncommitted: VecDeque::new(),
                     paused: false,
+                    draining: false,
                     tracker: RestartTracker::new(self.args.policy.clone()),
                 },
             );
@@ -110,8 +126,12 @@ impl ConsumerState {
         Ok(())
     }
 
-    fn on_revoked(&mut self, partitions: Vec<TopicPartition>) {
+    fn on_revoked(&mut self, partitions: Vec<TopicPartition>, drained: Option<DrainAck>) {
         info!(consumer = %self.args.path, group = %self.args.group, partitions = ?partitions, "partitions revoked");
+        if let Some(ack) = drained {
+            self.drain(partitions, ack);
+            return;
+        }
         for partition in partitions {
             let Some(slot) = self.partitions.remove(&partition) else {
                 continue;
@@ -125,12 +145,78 @@ impl ConsumerState {
         }
     }
 
+    /// Lets the workers of revoked partitions finish their in-flight records, then releases
+    /// the partitions through `ack`.
+    fn drain(&mut self, partitions: Vec<TopicPartition>, ack: DrainAck) {
+        let mut waiting = BTreeSet::new();
+        for partition in partitions {
+            let Some(slot) = self.partitions.get_mut(&partition) else {
+                continue;
+            };
+            match &slot.worker {
+                Some(worker) if worker.cast(WorkerMsg::Drain).is_ok() => {
+                    slot.draining = true;
+                    waiting.insert(partition);
+                }
+                _ => {
+                    self.partitions.remove(&partition);
+                    self.args.registry.remove(&self.worker_path(&partition));
+                }
+            }
+        }
+        if waiting.is_empty() {
+            ack.done();
+        } else {
+            self.pending_drains.push(PendingDrain {
+                ack,
+                partitions: waiting,
+            });
+        }
+    }
+
+    /// Forgets a drained partition and releases revocations that wait for nothing else.
+    fn finish_drain(&mut self, partition: &TopicPartition) {
+        self.partitions.remove(partition);
+        self.args.registry.remove(&self.worker_path(partition));
+        for pending in &mut self.pending_drains {
+            pending.partitions.remove(partition);
+        }
+        self.pending_drains.retain(|pending| {
+            if pending.partitions.is_empty() {
+                pending.ack.done();
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    fn on_drained(&mut self, partition: TopicPartition, worker: ActorId, next_offset: Option<u64>) {
+        let Some(slot) = self.partitions.get(&partition) else {
+            return;
+        };
+        if !slot.draining || slot.worker.as_ref().map(|current| current.get_id()) != Some(worker) {
+            return;
+        }
+        if let Some(next_offset) = next_offset {
+            if let Err(err) = self.consumer.commit(&partition, next_offset) {
+                warn!(consumer = %self.args.path, %partition, next_offset, error = %err, "offset commit of a drained partition failed");
+            }
+        }
+        info!(consumer = %self.args.path, %partition, ?next_offset, "partition drained");
+        self.finish_drain(&partition);
+    }
+
     fn on_record(&mut self, record: Record) {
         let partition = record.topic_partition();
         let Some(slot) = self.partitions.get_mut(&partition) else {
             warn!(consumer = %self.args.path, %partition, offset = record.offset, "record for a partition that is not assigned; it is left to its owner");
             return;
         };
+        if slot.draining {
+            // Not started and not committed: the partition's next owner reads it again.
+            return;
+        }
         let record = Arc::new(record);
         slot.uncommitted.push_back(record.clone());
         if let Some(worker) = &slot.worker {
@@ -258,6 +344,7 @@ impl Actor for ConsumerActor {
             consumer,
             poller,
             partitions: HashMap::new(),
+            pending_drains: Vec::new(),
         })
     }
 
@@ -292,7 +379,15 @@ impl Actor for ConsumerActor {
             ConsumerMsg::Event(ConsumerEvent::Assigned(partitions)) => {
                 state.on_assigned(&myself, partitions).await?
             }
-            ConsumerMsg::Event(ConsumerEvent::Revoked(partitions)) => state.on_revoked(partitions),
+            ConsumerMsg::Event(ConsumerEvent::Revoked {
+                partitions,
+                drained,
+            }) => state.on_revoked(partitions, drained),
+            ConsumerMsg::Drained {
+                partition,
+                worker,
+                next_offset,
+            } => state.on_drained(partition, worker, next_offset),
             ConsumerMsg::PollFailed(reason) => {
                 return Err(
                     format!("consumer of group {} failed: {reason}", state.args.group).into(),
@@ -327,9 +422,25 @@ impl Actor for ConsumerActor {
         let Some(partition) = state.partition_of_worker(&cell) else {
             return Ok(());
         };
+        if state
+            .partitions
+            .get(&partition)
+            .is_some_and(|slot| slot.draining)
+        {
+            // A drained worker stops itself after sending `Drained`; any other exit while
+            // draining ends the drain now, leaving unfinished records to the next owner.
+            if reason != DRAINED_REASON {
+                warn!(consumer = %state.args.path, %partition, %reason, "worker of a revoked partition failed while draining");
+                state.finish_drain(&partition);
+            }
+            return Ok(());
+        }
         state.on_worker_exit(&myself, partition, reason)
     }
 }
+
+/// Stop reason of a worker that drained its partition.
+pub const DRAINED_REASON: &str = "drained";
 
 /// Reads the transport until it fails or the actor is gone.
 async fn poll_events(consumer: Arc<dyn Consumer>, actor: ActorRef<ConsumerMsg>) {

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::RecordHandler;
 use crate::config::{Config, LoadBalancerConfig};
+use crate::dead_letter::DeadLetters;
 use crate::load_balancing::{Balancer, Observation, Placement};
 use crate::messages::Message;
 use crate::store::Store;
@@ -172,6 +173,7 @@ impl Actor for LoadBalancer {
 pub struct TaskRouter {
     handle: BalancerHandle,
     transport: Arc<dyn Transport>,
+    dead_letters: DeadLetters,
     topic: String,
 }
 
@@ -179,11 +181,13 @@ impl TaskRouter {
     pub fn new(
         handle: BalancerHandle,
         transport: Arc<dyn Transport>,
+        dead_letters: DeadLetters,
         config: &Config,
     ) -> TaskRouter {
         TaskRouter {
             handle,
             transport,
+            dead_letters,
             topic: config.topics.task_runs_load_balanced.clone(),
         }
     }
@@ -192,8 +196,9 @@ impl TaskRouter {
 #[async_trait]
 impl RecordHandler for TaskRouter {
     async fn handle(&self, record: &Record) -> anyhow::Result<()> {
-        // A record that cannot be decoded is still forwarded: the task runner turns it into a
-        // failed result, so its run ends instead of waiting for it.
+        // A readable task message with invalid fields is still forwarded: the task runner turns
+        // it into a failed result, so its run ends instead of waiting for it. A record that
+        // cannot be read at all goes to the dead-letter topic.
         let (pipeline, run, task, task_run, organization) = match Message::decode(&record.payload) {
             Ok(Message::Task(task)) => (
                 task.common.pipeline_uuid,
@@ -211,6 +216,9 @@ impl RecordHandler for TaskRouter {
                 );
                 let run = Uuid::parse_str(&record.key_text()).unwrap_or_default();
                 (Uuid::nil(), run, Uuid::nil(), Uuid::nil(), Uuid::nil())
+            }
+            Err(err) if DeadLetters::is_unreadable(&err) => {
+                return self.dead_letters.send(record, &err.to_string()).await;
             }
             Err(err) => {
                 warn!(offset = record.offset, partition = record.partition, error = %err, "undecodable task record; forwarded for the runner to reject");

@@ -12,7 +12,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::AbortHandle;
 use tracing::{debug, error};
 
-use super::consumer::ConsumerMsg;
+use super::consumer::{ConsumerMsg, DRAINED_REASON};
 use super::RecordHandler;
 use crate::transport::{Record, TopicPartition};
 
@@ -29,6 +29,8 @@ pub enum WorkerMsg {
         offset: u64,
         outcome: Result<(), String>,
     },
+    /// The partition is revoked: finish the records in flight, start no more, then stop.
+    Drain,
 }
 
 pub struct WorkerState {
@@ -41,6 +43,7 @@ pub struct WorkerState {
     running: HashMap<u64, AbortHandle>,
     next_after_dispatched: Option<u64>,
     last_reported: Option<u64>,
+    draining: bool,
 }
 
 pub struct PartitionWorker;
@@ -71,6 +74,23 @@ impl WorkerState {
             });
             self.running.insert(offset, task.abort_handle());
         }
+    }
+
+    /// Reports the final commit point and stops, once nothing is in flight.
+    fn finish_drain_if_idle(
+        &mut self,
+        myself: &ActorRef<WorkerMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        if !self.draining || !self.in_flight.is_empty() {
+            return Ok(());
+        }
+        self.consumer.cast(ConsumerMsg::Drained {
+            partition: self.partition.clone(),
+            worker: myself.get_id(),
+            next_offset: self.commit_point(),
+        })?;
+        myself.stop(Some(DRAINED_REASON.to_owned()));
+        Ok(())
     }
 
     /// The offset below which every record of this worker is done.
@@ -118,6 +138,7 @@ impl Actor for PartitionWorker {
             running: HashMap::new(),
             next_after_dispatched: None,
             last_reported: None,
+            draining: false,
         })
     }
 
@@ -142,8 +163,17 @@ impl Actor for PartitionWorker {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             WorkerMsg::Record(record) => {
+                if state.draining {
+                    return Ok(());
+                }
                 state.queue.push_back(record);
                 state.dispatch(&myself);
+            }
+            WorkerMsg::Drain => {
+                state.draining = true;
+                // Records not started stay uncommitted and go to the partition's next owner.
+                state.queue.clear();
+                state.finish_drain_if_idle(&myself)?;
             }
             WorkerMsg::Done { offset, outcome } => {
                 state.running.remove(&offset);
@@ -165,7 +195,11 @@ impl Actor for PartitionWorker {
                         })?;
                     }
                 }
-                state.dispatch(&myself);
+                if state.draining {
+                    state.finish_drain_if_idle(&myself)?;
+                } else {
+                    state.dispatch(&myself);
+                }
             }
         }
         Ok(())

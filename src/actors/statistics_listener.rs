@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::RecordHandler;
 use crate::messages::{Message, TaskRunResult};
@@ -54,7 +54,8 @@ impl RecordHandler for StatisticsListener {
                 return Ok(());
             }
             Err(err) => {
-                warn!(topic = %record.topic, partition = record.partition, offset = record.offset, error = %err, "undecodable result record; skipped");
+                // The trigger listener sends such records to the dead-letter topic.
+                debug!(topic = %record.topic, partition = record.partition, offset = record.offset, error = %err, "undecodable result record; not counted");
                 return Ok(());
             }
         };

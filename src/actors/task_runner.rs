@@ -16,6 +16,7 @@ use tracing::{info, info_span, warn, Instrument};
 use super::partition_worker::panic_text;
 use super::RecordHandler;
 use crate::config::{Config, TopicsConfig};
+use crate::dead_letter::DeadLetters;
 use crate::messages::{
     ErrorCode, Message, TaskCommon, TaskKind, TaskMessage, TaskRunError, TaskRunResult,
 };
@@ -24,6 +25,7 @@ use crate::transport::{send_message, Record, Transport};
 
 pub struct TaskRunner {
     transport: Arc<dyn Transport>,
+    dead_letters: DeadLetters,
     topics: TopicsConfig,
     config: Arc<Config>,
     context: Arc<ExecutionContext>,
@@ -32,11 +34,13 @@ pub struct TaskRunner {
 impl TaskRunner {
     pub fn new(
         transport: Arc<dyn Transport>,
+        dead_letters: DeadLetters,
         config: Arc<Config>,
         context: Arc<ExecutionContext>,
     ) -> TaskRunner {
         TaskRunner {
             transport,
+            dead_letters,
             topics: config.topics.clone(),
             config,
             context,
@@ -218,6 +222,9 @@ impl RecordHandler for TaskRunner {
                         ),
                     ),
                 )]
+            }
+            Err(err) if DeadLetters::is_unreadable(&err) => {
+                return self.dead_letters.send(record, &err.to_string()).await;
             }
             Err(err) => {
                 let common = salvage_common(&record.payload);

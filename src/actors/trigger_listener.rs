@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use super::RecordHandler;
 use crate::catalog::Catalog;
 use crate::config::Config;
+use crate::dead_letter::DeadLetters;
 use crate::messages::{Message, TaskRunResult};
 use crate::pipeline::{task_run_uuid, Pipeline, RunContext, TaskRunCause, TriggerType};
 use crate::store::{ResultRecord, RunStatus, Store};
@@ -27,6 +28,7 @@ pub struct TriggerListener {
     store: Arc<dyn Store>,
     catalog: Arc<Catalog>,
     transport: Arc<dyn Transport>,
+    dead_letters: DeadLetters,
     config: Arc<Config>,
 }
 
@@ -41,12 +43,14 @@ impl TriggerListener {
         store: Arc<dyn Store>,
         catalog: Arc<Catalog>,
         transport: Arc<dyn Transport>,
+        dead_letters: DeadLetters,
         config: Arc<Config>,
     ) -> TriggerListener {
         TriggerListener {
             store,
             catalog,
             transport,
+            dead_letters,
             config,
         }
     }
@@ -165,8 +169,9 @@ impl RecordHandler for TriggerListener {
                 return Ok(());
             }
             Err(err) => {
-                warn!(topic = %record.topic, partition = record.partition, offset = record.offset, key = %record.key_text(), error = %err, "undecodable result record; skipped");
-                return Ok(());
+                // The statistics listener reads the same topic and skips such records, so the
+                // dead letter is produced once, here.
+                return self.dead_letters.send(record, &err.to_string()).await;
             }
         };
         if result.pipeline_run_uuid.is_nil() {

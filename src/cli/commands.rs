@@ -15,7 +15,6 @@ use crate::catalog::{apply_path, ApplyError};
 use crate::config::Config;
 use crate::daemon::{parse_stages, Daemon, Runtime};
 use crate::store::{self, NewQueuedRun, RunDetail, RunKind, RunStatus, Store};
-use crate::transport::memory::MemoryBus;
 
 /// Runs a parsed command line; returns the exit code.
 pub async fn dispatch(cli: Cli) -> i32 {
@@ -129,7 +128,7 @@ async fn run_daemon(
         }
     }
 
-    let transport = Arc::new(MemoryBus::new());
+    let transport = crate::transport::connect(&config).await?;
     let runtime = Runtime::new(config.clone(), store, transport);
     runtime.ensure_topics().await?;
     let http = if config.http.enabled {

@@ -50,12 +50,53 @@ pub enum TransportKind {
     /// The in-process bus: every stage in one process, nothing to install.
     #[default]
     Embedded,
+    /// An Apache Kafka cluster: stages may run in separate processes on separate machines.
+    Kafka,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct TransportConfig {
     pub kind: TransportKind,
+    pub kafka: KafkaConfig,
+}
+
+/// The Kafka transport, used when `transport.kind = "kafka"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list.
+    pub bootstrap_servers: String,
+    /// Replication factor of topics this runtime creates.
+    pub replication_factor: i32,
+    /// Where a new consumer group starts: `earliest` reads what was produced before it first
+    /// joined (no task is missed), `latest` only new records.
+    pub auto_offset_reset: String,
+    /// Upper bound of records librdkafka prefetches per consumer, in KiB.
+    pub queued_max_messages_kbytes: u32,
+    /// A member that sends no heartbeat for this long leaves its group.
+    pub session_timeout_ms: u32,
+    /// Time a produce may take, retries included, before it fails.
+    pub message_timeout_ms: u32,
+    /// Maximum wait for in-flight records of revoked partitions before they are released.
+    pub revoke_drain_timeout_ms: u64,
+    /// Extra librdkafka options for every client, e.g. `"security.protocol" = "SSL"`.
+    pub librdkafka: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            bootstrap_servers: "127.0.0.1:19092".to_owned(),
+            replication_factor: 1,
+            auto_offset_reset: "earliest".to_owned(),
+            queued_max_messages_kbytes: 16 * 1024,
+            session_timeout_ms: 10_000,
+            message_timeout_ms: 30_000,
+            revoke_drain_timeout_ms: 30_000,
+            librdkafka: BTreeMap::new(),
+        }
+    }
 }
 
 /// Topic names; the defaults are the names the Ylem services use.
@@ -67,6 +108,9 @@ pub struct TopicsConfig {
     pub task_run_results: String,
     pub query_task_run_results: String,
     pub notification_task_run_results: String,
+    /// Appended to a topic name to form its dead-letter topic, which receives records that
+    /// are not valid JSON or name an unknown message type.
+    pub dead_letter_suffix: String,
     pub partitions: PartitionsConfig,
 }
 
@@ -78,6 +122,7 @@ impl Default for TopicsConfig {
             task_run_results: "task_run_results".to_owned(),
             query_task_run_results: "query_task_run_results".to_owned(),
             notification_task_run_results: "notification_task_run_results".to_owned(),
+            dead_letter_suffix: ".dlq".to_owned(),
             partitions: PartitionsConfig::default(),
         }
     }

@@ -159,7 +159,10 @@ impl BusState {
                     member.positions.remove(partition);
                     member.paused.remove(partition);
                 }
-                member.events.push_back(ConsumerEvent::Revoked(revoked));
+                member.events.push_back(ConsumerEvent::Revoked {
+                    partitions: revoked,
+                    drained: None,
+                });
             }
             if !assigned.is_empty() {
                 for partition in &assigned {
@@ -527,7 +530,7 @@ mod tests {
         for _ in 0..2 {
             match first.next_event().await.unwrap() {
                 ConsumerEvent::Assigned(parts) => first_owned.extend(parts),
-                ConsumerEvent::Revoked(parts) => parts.iter().for_each(|part| {
+                ConsumerEvent::Revoked { partitions, .. } => partitions.iter().for_each(|part| {
                     first_owned.remove(part);
                 }),
                 ConsumerEvent::Record(_) => unreachable!(),
