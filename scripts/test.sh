@@ -1,12 +1,31 @@
 #!/usr/bin/env bash
 # Runs every check the project requires: formatting, lints and the whole test suite.
-# The embedded-bus suite needs no server; the tests start their own HTTP servers on 127.0.0.1.
+#
+# The suite runs each cycle scenario twice, on the embedded bus and on a real Apache Kafka
+# broker, which scripts/kafka.sh fetches through Maven and starts on 127.0.0.1:19092 (Java 17+
+# and Maven are needed). Set YLEM_TEST_KAFKA_BOOTSTRAP to use another broker instead; the
+# script then starts none. HTTP servers are started by the tests themselves on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! cargo clippy --version >/dev/null 2>&1 || ! cargo fmt --version >/dev/null 2>&1; then
     echo "installing the clippy and rustfmt components"
     rustup component add clippy rustfmt
+fi
+
+started_broker=0
+stop_broker() {
+    if [[ "$started_broker" == 1 ]]; then
+        scripts/kafka.sh stop || true
+    fi
+}
+trap stop_broker EXIT
+
+if [[ -z "${YLEM_TEST_KAFKA_BOOTSTRAP:-}" ]]; then
+    if ! scripts/kafka.sh status >/dev/null 2>&1; then
+        scripts/kafka.sh start
+        started_broker=1
+    fi
 fi
 
 echo "== cargo fmt --check"

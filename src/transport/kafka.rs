@@ -250,6 +250,19 @@ struct MemberContext {
     group: String,
     handoff: mpsc::Sender<Result<ConsumerEvent, TransportError>>,
     drain_timeout: Duration,
+    /// Set when the member leaves: nobody drains any more, and librdkafka may run the final
+    /// revocation on whichever thread drops the consumer, possibly a tokio worker.
+    closing: Arc<AtomicBool>,
+}
+
+impl MemberContext {
+    /// Hands an event over without blocking a tokio worker thread.
+    fn hand_over(&self, event: ConsumerEvent) -> bool {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return self.handoff.try_send(Ok(event)).is_ok();
+        }
+        send_unless_stopped(&self.handoff, event, &self.closing)
+    }
 }
 
 impl ClientContext for MemberContext {}
@@ -267,7 +280,7 @@ impl ConsumerContext for MemberContext {
             return;
         };
         let partitions = partitions_of(list);
-        if partitions.is_empty() {
+        if partitions.is_empty() || self.closing.load(Ordering::Relaxed) {
             return;
         }
         let (ack, drained) = DrainAck::new();
@@ -275,7 +288,7 @@ impl ConsumerContext for MemberContext {
             partitions: partitions.clone(),
             drained: Some(ack),
         };
-        if self.handoff.blocking_send(Ok(event)).is_ok() {
+        if self.hand_over(event) {
             match drained.recv_timeout(self.drain_timeout) {
                 Ok(()) => debug!(group = %self.group, ?partitions, "revoked partitions drained"),
                 Err(_) => {
@@ -296,10 +309,8 @@ impl ConsumerContext for MemberContext {
         match rebalance {
             Rebalance::Assign(list) => {
                 let partitions = partitions_of(list);
-                if !partitions.is_empty() {
-                    let _ = self
-                        .handoff
-                        .blocking_send(Ok(ConsumerEvent::Assigned(partitions)));
+                if !partitions.is_empty() && !self.closing.load(Ordering::Relaxed) {
+                    self.hand_over(ConsumerEvent::Assigned(partitions));
                 }
             }
             Rebalance::Error(err) => warn!(group = %self.group, error = %err, "rebalance failed"),
@@ -324,10 +335,12 @@ impl KafkaConsumer {
         topics: &[String],
     ) -> Result<KafkaConsumer, TransportError> {
         let (handoff, events) = mpsc::channel(HANDOFF_CAPACITY);
+        let stop = Arc::new(AtomicBool::new(false));
         let context = MemberContext {
             group: group.to_owned(),
             handoff: handoff.clone(),
             drain_timeout: Duration::from_millis(config.revoke_drain_timeout_ms),
+            closing: stop.clone(),
         };
         let mut client = base_config(config);
         client
@@ -360,7 +373,6 @@ impl KafkaConsumer {
             ))
         })?;
         let consumer = Arc::new(consumer);
-        let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let consumer = consumer.clone();
             let stop = stop.clone();
@@ -436,8 +448,31 @@ fn poll_loop(
                 continue;
             }
         };
-        if handoff.blocking_send(Ok(event)).is_err() {
+        if !send_unless_stopped(handoff, event, stop) {
             return;
+        }
+    }
+}
+
+/// Waits for room in the handoff channel, giving up when the member stops, so that a full
+/// channel nobody reads any more cannot keep the polling thread alive.
+fn send_unless_stopped(
+    handoff: &mpsc::Sender<Result<ConsumerEvent, TransportError>>,
+    event: ConsumerEvent,
+    stop: &AtomicBool,
+) -> bool {
+    let mut pending = Ok(event);
+    loop {
+        match handoff.try_send(pending) {
+            Ok(()) => return true,
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                if stop.load(Ordering::Relaxed) {
+                    return false;
+                }
+                pending = event;
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
     }
 }
@@ -488,14 +523,11 @@ impl Consumer for KafkaConsumer {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take();
         if let Some(thread) = thread {
-            // Leaving the group runs the revocation callback on this thread; with nobody left
-            // to drain, it returns at once because the handoff receiver is gone or times out.
             let _ = thread.join();
         }
         if let Err(err) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             debug!(group = %self.group, error = %err, "final offset commit");
         }
-        self.consumer.unsubscribe();
     }
 }
 

@@ -60,6 +60,16 @@ pub fn isolate_on_kafka(config: &mut Config) {
     }
 }
 
+/// Sends logs to the test output, filtered by `RUST_LOG` (warnings and errors by default).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
 /// A configuration for fast tests: short polls, no HTTP endpoint, a store in `folder`.
 pub fn test_config(folder: &std::path::Path) -> Config {
     let mut config = Config::default();
@@ -95,6 +105,7 @@ impl TestEnv {
         sources: &[(&str, &[&str])],
         adjust: impl FnOnce(&mut Config, &std::path::Path),
     ) -> TestEnv {
+        init_tracing();
         let folder = tempfile::tempdir().unwrap();
         let mut config = test_config(folder.path());
         if backend == Backend::Kafka {
