@@ -195,18 +195,20 @@ impl TestEnv {
 
     /// Waits until the run reaches a terminal state.
     pub async fn finished_run(&self, run_uuid: Uuid) -> RunDetail {
+        self.finished_run_within(run_uuid, Duration::from_secs(60))
+            .await
+    }
+
+    /// Waits up to `timeout` until the run reaches a terminal state.
+    pub async fn finished_run_within(&self, run_uuid: Uuid, timeout: Duration) -> RunDetail {
         let store = self.store.clone();
-        wait_for(
-            &format!("run {run_uuid} to finish"),
-            Duration::from_secs(30),
-            || {
-                let store = store.clone();
-                async move {
-                    let detail = store.run(run_uuid).await.unwrap()?;
-                    detail.run.status.is_terminal().then_some(detail)
-                }
-            },
-        )
+        wait_for(&format!("run {run_uuid} to finish"), timeout, || {
+            let store = store.clone();
+            async move {
+                let detail = store.run(run_uuid).await.unwrap()?;
+                detail.run.status.is_terminal().then_some(detail)
+            }
+        })
         .await
     }
 }
@@ -306,13 +308,15 @@ pub struct Receiver {
     pub address: SocketAddr,
     requests: Arc<Mutex<Vec<Received>>>,
     status: Arc<Mutex<StatusCode>>,
+    delay: Arc<Mutex<Duration>>,
 }
 
 impl Receiver {
     pub async fn start() -> Receiver {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(Mutex::new(StatusCode::OK));
-        let state = (requests.clone(), status.clone());
+        let delay = Arc::new(Mutex::new(Duration::ZERO));
+        let state = (requests.clone(), status.clone(), delay.clone());
         let app = Router::new().fallback(record_request).with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -323,7 +327,13 @@ impl Receiver {
             address,
             requests,
             status,
+            delay,
         }
+    }
+
+    /// Makes every later request wait `delay` before it is answered.
+    pub fn set_delay(&self, delay: Duration) {
+        *self.delay.lock().unwrap() = delay;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -346,10 +356,14 @@ impl Receiver {
     }
 }
 
-type ReceiverState = (Arc<Mutex<Vec<Received>>>, Arc<Mutex<StatusCode>>);
+type ReceiverState = (
+    Arc<Mutex<Vec<Received>>>,
+    Arc<Mutex<StatusCode>>,
+    Arc<Mutex<Duration>>,
+);
 
 async fn record_request(
-    State((requests, status)): State<ReceiverState>,
+    State((requests, status, delay)): State<ReceiverState>,
     uri: Uri,
     body: axum::body::Bytes,
 ) -> StatusCode {
@@ -357,6 +371,10 @@ async fn record_request(
         path: uri.path().to_owned(),
         body: body.to_vec(),
     });
+    let delay = *delay.lock().unwrap();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     *status.lock().unwrap()
 }
 
