@@ -348,7 +348,79 @@ tasks:
     env.stop().await;
 }
 
+const GREETING: &str = r#"
+name: greeting
+tasks:
+  - name: shape
+    type: processor
+    jq: '{greeting: ("hello " + .name)}'
+  - name: check
+    type: condition
+    expression: greeting == "hello ylem"
+triggers:
+  - {from: shape, to: check, type: output}
+"#;
+
+async fn task_message_from_ylem_runs(backend: Backend) {
+    let mut env = TestEnv::start(backend, |_, _| {}).await;
+    env.apply(GREETING).await;
+    let pipeline = ylem_runtime::pipeline::parse_pipeline("greeting.yaml", GREETING).unwrap();
+    let shape = pipeline.task_by_name("shape").unwrap();
+
+    // As the Ylem publisher writes it: nil task run and creator ids, Go-style meta with nil
+    // slices, base64 input, the task fields flattened in, and the run uuid as the key.
+    let run = uuid::Uuid::new_v4();
+    let payload = serde_json::json!({
+        "headers": {"X-Message-Name": "tasks.process_data"},
+        "message": {
+            "pipeline_type": "generic",
+            "pipeline_run_uuid": run,
+            "task_run_uuid": "00000000-0000-0000-0000-000000000000",
+            "task_uuid": shape.uuid,
+            "pipeline_uuid": pipeline.uuid,
+            "organization_uuid": "2b0a2f4e-3f7d-4a38-9a55-6f1f3f0b8c11",
+            "creator_uuid": "00000000-0000-0000-0000-000000000000",
+            "task_name": "shape",
+            "is_initial_task": true,
+            "is_final_task": false,
+            "input": "eyJuYW1lIjoieWxlbSJ9",
+            "meta": {
+                "SqlQueryColumnOrder": null,
+                "InputCount": 0,
+                "EnvVars": null,
+                "PipelineRunConfig": {
+                    "task_ids": {"type": "", "ids": null},
+                    "task_trigger_ids": {"type": "", "ids": null}
+                }
+            },
+            "expression": "{greeting: (\"hello \" + .name)}",
+            "strategy": ""
+        }
+    });
+    let topic = env.runtime.config.topics.task_runs.clone();
+    env.transport
+        .send(ylem_runtime::transport::OutgoingRecord::keyed(
+            topic,
+            run.to_string(),
+            payload.to_string().into_bytes(),
+        ))
+        .await
+        .unwrap();
+
+    let detail = env.finished_run(run).await;
+    assert_eq!(detail.run.status, RunStatus::Succeeded, "{detail:#?}");
+    let names: Vec<&str> = detail
+        .task_runs
+        .iter()
+        .map(|task| task.task_name.as_str())
+        .collect();
+    assert_eq!(names, ["shape", "check"]);
+    assert_eq!(detail.run.kind, ylem_runtime::store::RunKind::External);
+    env.stop().await;
+}
+
 on_both_transports!(
+    task_message_from_ylem_runs,
     condition_true_branch_runs_to_webhook,
     condition_false_branch_sends_input_through,
     for_each_runs_downstream_per_item,
