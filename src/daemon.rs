@@ -4,28 +4,20 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
+mod stages;
+
 use ractor::{Actor, ActorCell, ActorRef};
 use tokio::task::JoinHandle;
 use tracing::{error, info};
 
-use crate::actors::consumer::{ConsumerActor, ConsumerArgs};
-use crate::actors::load_balancer::{
-    BalancerHandle, LoadBalancer, LoadBalancerArgs, ResultObserver, TaskRouter,
-};
-use crate::actors::schedule_generator::{ScheduleGenerator, ScheduleGeneratorArgs};
-use crate::actors::schedule_publisher::{SchedulePublisher, SchedulePublisherArgs};
-use crate::actors::statistics_listener::StatisticsListener;
-use crate::actors::task_runner::TaskRunner;
-use crate::actors::trigger_listener::TriggerListener;
-use crate::actors::RecordHandler;
+use crate::actors::load_balancer::BalancerHandle;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::store::Store;
 use crate::supervision::{
-    ActorRegistry, ChildSpec, RestartPolicy, StageMsg, StageSupervisor, StageSupervisorArgs,
+    ActorRegistry, RestartPolicy, StageMsg, StageSupervisor, StageSupervisorArgs,
     EXIT_STAGE_GAVE_UP,
 };
-use crate::tasks::ExecutionContext;
 use crate::transport::Transport;
 
 /// The six stages of the task-processing cycle.
@@ -175,7 +167,7 @@ impl Daemon {
     pub async fn start(runtime: Runtime, stages: &[Stage]) -> anyhow::Result<Daemon> {
         let mut started = Vec::new();
         for stage in stages {
-            let children = stage_children(&runtime, *stage)?;
+            let children = stages::stage_children(&runtime, *stage)?;
             let (actor, join) = Actor::spawn(
                 None,
                 StageSupervisor,
@@ -270,173 +262,4 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-fn consumer_spec(
-    runtime: &Runtime,
-    path: String,
-    group: String,
-    topic: String,
-    handler: Arc<dyn RecordHandler>,
-    max_in_flight: usize,
-) -> ChildSpec {
-    let runtime = runtime.clone();
-    let spec_path = path.clone();
-    ChildSpec::new(spec_path, move |supervisor| {
-        let args = ConsumerArgs {
-            path: path.clone(),
-            transport: runtime.transport.clone(),
-            group: group.clone(),
-            topics: vec![topic.clone()],
-            handler: handler.clone(),
-            max_in_flight,
-            max_buffered_records: max_in_flight.max(1) * 64,
-            policy: RestartPolicy::from(&runtime.config.supervision),
-            registry: runtime.registry.clone(),
-        };
-        async move {
-            let (actor, _) = Actor::spawn_linked(None, ConsumerActor, args, supervisor).await?;
-            Ok(actor.get_cell())
-        }
-    })
-}
-
-/// The children of one stage supervisor.
-fn stage_children(runtime: &Runtime, stage: Stage) -> anyhow::Result<Vec<ChildSpec>> {
-    let config = runtime.config.clone();
-    let topics = &config.topics;
-    let groups = &config.consumer_groups;
-    let children = match stage {
-        Stage::Generator => {
-            let runtime = runtime.clone();
-            vec![ChildSpec::new(
-                "generator/schedule_generator",
-                move |supervisor| {
-                    let args = ScheduleGeneratorArgs {
-                        config: runtime.config.schedule_generator.clone(),
-                        store: runtime.store.clone(),
-                    };
-                    async move {
-                        let (actor, _) =
-                            Actor::spawn_linked(None, ScheduleGenerator, args, supervisor).await?;
-                        Ok(actor.get_cell())
-                    }
-                },
-            )]
-        }
-        Stage::Publisher => {
-            let runtime = runtime.clone();
-            vec![ChildSpec::new(
-                "publisher/schedule_publisher",
-                move |supervisor| {
-                    let args = SchedulePublisherArgs {
-                        config: runtime.config.clone(),
-                        store: runtime.store.clone(),
-                        catalog: runtime.catalog.clone(),
-                        transport: runtime.transport.clone(),
-                    };
-                    async move {
-                        let (actor, _) =
-                            Actor::spawn_linked(None, SchedulePublisher, args, supervisor).await?;
-                        Ok(actor.get_cell())
-                    }
-                },
-            )]
-        }
-        Stage::Balancer => {
-            let balancer_runtime = runtime.clone();
-            let balancer = ChildSpec::new("balancer/load_balancer", move |supervisor| {
-                let args = LoadBalancerArgs {
-                    config: balancer_runtime.config.load_balancer.clone(),
-                    transport: balancer_runtime.transport.clone(),
-                    store: balancer_runtime.store.clone(),
-                    topic: balancer_runtime
-                        .config
-                        .topics
-                        .task_runs_load_balanced
-                        .clone(),
-                    handle: balancer_runtime.balancer.clone(),
-                };
-                async move {
-                    let (actor, _) =
-                        Actor::spawn_linked(None, LoadBalancer, args, supervisor).await?;
-                    Ok(actor.get_cell())
-                }
-            });
-            let router = Arc::new(TaskRouter::new(
-                runtime.balancer.clone(),
-                runtime.transport.clone(),
-                runtime.dead_letters(),
-                &config,
-            ));
-            let observer = Arc::new(ResultObserver::new(runtime.balancer.clone()));
-            vec![
-                balancer,
-                consumer_spec(
-                    runtime,
-                    format!("balancer/{}", topics.task_runs),
-                    groups.load_balancer.clone(),
-                    topics.task_runs.clone(),
-                    router,
-                    1,
-                ),
-                consumer_spec(
-                    runtime,
-                    format!("balancer/{}", topics.task_run_results),
-                    groups.load_balancer_results.clone(),
-                    topics.task_run_results.clone(),
-                    observer,
-                    1,
-                ),
-            ]
-        }
-        Stage::Runner => {
-            let context = Arc::new(ExecutionContext::new(config.clone())?);
-            let runner = Arc::new(TaskRunner::new(
-                runtime.transport.clone(),
-                runtime.dead_letters(),
-                config.clone(),
-                context,
-            ));
-            vec![consumer_spec(
-                runtime,
-                format!("runner/{}", topics.task_runs_load_balanced),
-                groups.task_runner.clone(),
-                topics.task_runs_load_balanced.clone(),
-                runner,
-                config.task_runner.max_in_flight_per_partition,
-            )]
-        }
-        Stage::Triggers => {
-            let listener = Arc::new(TriggerListener::new(
-                runtime.store.clone(),
-                runtime.catalog.clone(),
-                runtime.transport.clone(),
-                runtime.dead_letters(),
-                config.clone(),
-            ));
-            // One result at a time per partition: a run's results share a partition, and its
-            // outstanding count is updated in their order.
-            vec![consumer_spec(
-                runtime,
-                format!("triggers/{}", topics.task_run_results),
-                groups.trigger_listener.clone(),
-                topics.task_run_results.clone(),
-                listener,
-                1,
-            )]
-        }
-        Stage::Statistics => {
-            let listener = Arc::new(StatisticsListener::new(runtime.store.clone()));
-            vec![consumer_spec(
-                runtime,
-                format!("statistics/{}", topics.task_run_results),
-                groups.statistics.clone(),
-                topics.task_run_results.clone(),
-                listener,
-                4,
-            )]
-        }
-    };
-    Ok(children)
 }
