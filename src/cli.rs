@@ -55,6 +55,10 @@ pub enum Command {
         /// Pipeline files or folders to apply before starting (added to pipelines.apply_on_start).
         #[arg(long)]
         apply: Vec<PathBuf>,
+        /// Address of the HTTP endpoint, overriding http.listen; `off` serves none. Each
+        /// process on one machine needs its own address.
+        #[arg(long)]
+        http_listen: Option<String>,
     },
     /// Applies, lists and runs pipelines.
     #[command(subcommand)]

@@ -299,3 +299,17 @@ mod shipped_config_tests {
         assert!(config.sources.contains_key("penguins"));
     }
 }
+
+#[cfg(test)]
+mod shipped_kafka_config_tests {
+    use super::*;
+
+    #[test]
+    fn shipped_kafka_config_is_valid() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.kafka.toml");
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.transport.kind, TransportKind::Kafka);
+        assert_eq!(config.topics.partitions.task_runs_load_balanced, 12);
+        assert_eq!(config.transport.kafka.bootstrap_servers, "127.0.0.1:19092");
+    }
+}

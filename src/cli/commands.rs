@@ -36,7 +36,26 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
         }
     };
     match cli.command {
-        Command::Run { stages, apply } => run_daemon(config, &stages, &apply).await,
+        Command::Run {
+            stages,
+            apply,
+            http_listen,
+        } => {
+            let mut config = Arc::unwrap_or_clone(config);
+            match http_listen.as_deref() {
+                Some("off") => config.http.enabled = false,
+                Some(listen) => {
+                    config.http.enabled = true;
+                    config.http.listen = listen.to_owned();
+                    if let Err(err) = config.validate() {
+                        eprintln!("error: --http-listen: {err}");
+                        return Ok(EXIT_INVALID_INPUT);
+                    }
+                }
+                None => {}
+            }
+            run_daemon(Arc::new(config), &stages, &apply).await
+        }
         Command::Pipeline(command) => {
             let store = open_store(&config).await?;
             match command {

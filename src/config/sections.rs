@@ -142,7 +142,7 @@ impl Default for PartitionsConfig {
     fn default() -> Self {
         PartitionsConfig {
             task_runs: 4,
-            task_runs_load_balanced: 10,
+            task_runs_load_balanced: 12,
             task_run_results: 4,
             side_topics: 1,
         }
