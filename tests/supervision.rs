@@ -22,29 +22,29 @@ use ylem_runtime::supervision::{
 use ylem_runtime::transport::memory::MemoryBus;
 use ylem_runtime::transport::{Consumer, ConsumerEvent, OutgoingRecord, Record, Transport};
 
-/// Upper bound for anything a test waits for; reaching it means the awaited state never came.
+/// Upper bound for anything a test waits for. Reaching it means the awaited state never came.
 const DEADLINE: Duration = Duration::from_secs(10);
 
-/// Polls `condition` until it holds, failing the test with `what` after [`DEADLINE`].
-async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+/// Polls `condition` until it holds, failing the test with `description` after [`DEADLINE`].
+async fn wait_until(description: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while !condition() {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
+            "timed out waiting until {description}"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
-/// Awaits `future`, failing the test with `what` after [`DEADLINE`].
-async fn within_deadline<T>(what: &str, future: impl Future<Output = T>) -> T {
+/// Awaits `future`, failing the test with `description` after [`DEADLINE`].
+async fn within_deadline<T>(description: &str, future: impl Future<Output = T>) -> T {
     tokio::time::timeout(DEADLINE, future)
         .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+        .unwrap_or_else(|_| panic!("timed out waiting for {description}"))
 }
 
-/// A restart policy with millisecond backoff, so restarts happen at once.
+/// Builds a restart policy with millisecond backoff, so restarts happen at once.
 fn quick_policy(max_restarts: u32) -> RestartPolicy {
     RestartPolicy {
         max_restarts,
@@ -250,7 +250,7 @@ async fn stage_gives_up_past_limit() {
     .await
     .expect("stage starts");
 
-    // Two failures are restarted; the third within the window exceeds max_restarts.
+    // Two failures are restarted, and the third within the window exceeds max_restarts.
     for start in 1..=3 {
         wait_until(&format!("start {start} of the child"), || {
             shared.starts() == start
@@ -292,7 +292,7 @@ async fn stage_gives_up_past_limit() {
 // ---------------------------------------------------------------------------------------------
 // Consumer actor
 
-/// How the test handler fails the first time it sees one chosen offset.
+/// The way the test handler fails the first time it handles one chosen offset.
 #[derive(Clone, Copy)]
 enum FirstFailure {
     Panic,
@@ -324,7 +324,7 @@ impl RecordingHandler {
         self.successes.lock().unwrap().clone()
     }
 
-    /// How many times each offset succeeded.
+    /// Counts the successes of each offset.
     fn success_counts(&self) -> BTreeMap<u64, usize> {
         let mut counts = BTreeMap::new();
         for offset in self.successes() {
@@ -395,7 +395,7 @@ impl ConsumerFixture {
         }
     }
 
-    /// The registry path of the worker of partition 0.
+    /// Returns the registry path of the worker of partition 0.
     fn worker_path(&self) -> String {
         format!("{CONSUMER_PATH}/{}/0", self.topic)
     }

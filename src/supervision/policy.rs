@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::SupervisionConfig;
 
-/// How a supervisor reacts to failing children.
+/// Restart rules of a supervisor for failing children.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestartPolicy {
     /// Restarts allowed within `window`; one more failure makes the supervisor give up.
