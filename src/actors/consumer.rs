@@ -58,6 +58,12 @@ struct PartitionSlot {
     /// Revoked: the worker finishes what it started and takes nothing new.
     draining: bool,
     tracker: RestartTracker,
+    /// Every worker this partition had since it was assigned. A failed worker's last commit
+    /// report can arrive after its failure (supervision events overtake ordinary messages),
+    /// and it is still valid: a worker reports only offsets below which all is done.
+    workers: Vec<ActorId>,
+    /// Offset of the last commit, which only moves forward.
+    committed: Option<u64>,
 }
 
 /// A revocation waiting for its partitions to drain.
@@ -112,6 +118,7 @@ impl ConsumerState {
         info!(consumer = %self.args.path, group = %self.args.group, partitions = ?partitions, "partitions assigned");
         for partition in partitions {
             let worker = self.spawn_worker(myself, &partition).await?;
+            let worker_id = worker.get_id();
             self.partitions.insert(
                 partition,
                 PartitionSlot {
@@ -120,6 +127,8 @@ impl ConsumerState {
                     paused: false,
                     draining: false,
                     tracker: RestartTracker::new(self.args.policy.clone()),
+                    workers: vec![worker_id],
+                    committed: None,
                 },
             );
         }
@@ -236,14 +245,18 @@ impl ConsumerState {
         let Some(slot) = self.partitions.get_mut(&partition) else {
             return;
         };
-        // A report from a worker that was replaced may describe records it never finished.
-        if slot.worker.as_ref().map(|current| current.get_id()) != Some(worker) {
+        if !slot.workers.contains(&worker)
+            || slot
+                .committed
+                .is_some_and(|committed| next_offset <= committed)
+        {
             return;
         }
         if let Err(err) = self.consumer.commit(&partition, next_offset) {
             warn!(consumer = %self.args.path, %partition, next_offset, error = %err, "offset commit failed; the records after the last commit may be processed again");
             return;
         }
+        slot.committed = Some(next_offset);
         while slot
             .uncommitted
             .front()
@@ -308,6 +321,7 @@ impl ConsumerState {
         let worker = self.spawn_worker(myself, &partition).await?;
         let path = self.worker_path(&partition);
         let slot = self.partitions.get_mut(&partition).expect("checked above");
+        slot.workers.push(worker.get_id());
         for record in &slot.uncommitted {
             worker.cast(WorkerMsg::Record(record.clone()))?;
         }
