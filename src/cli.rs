@@ -69,6 +69,14 @@ pub enum Command {
     /// Prints run statistics.
     #[command(subcommand)]
     Stats(StatsCommand),
+    /// Prints the supervision tree of a running daemon: states, restarts, last failures.
+    Actors {
+        /// Address of the daemon's HTTP endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:7335")]
+        url: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]

@@ -113,7 +113,8 @@ impl StageState {
                 );
                 self.registry.failed(&path, &reason, false);
                 // ractor skips post_stop when a handler fails, so the stage records its own end.
-                self.registry.failed(&self.stage, &format!("gave up: {path}: {reason}"), false);
+                self.registry
+                    .failed(&self.stage, &format!("gave up: {path}: {reason}"), false);
                 Err(format!(
                     "stage {} gave up after {failures_in_window} failures within {window_secs}s; last: {path}: {reason}",
                     self.stage
