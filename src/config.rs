@@ -4,6 +4,7 @@
 //! Unknown keys are rejected so that a misspelt option fails at start instead of being ignored.
 
 mod sections;
+pub mod supervision;
 
 use std::path::Path;
 
@@ -141,24 +142,7 @@ impl Config {
                 format!("is not a socket address ({err}); write it as 127.0.0.1:7335"),
             ));
         }
-        let supervision = &self.supervision;
-        if supervision.backoff_min_ms > supervision.backoff_max_ms {
-            return Err(ConfigError::new(
-                "supervision.backoff_min_ms",
-                supervision.backoff_min_ms,
-                format!(
-                    "is larger than supervision.backoff_max_ms ({}); lower it or raise the maximum",
-                    supervision.backoff_max_ms
-                ),
-            ));
-        }
-        if supervision.max_restarts_window_secs == 0 {
-            return Err(ConfigError::new(
-                "supervision.max_restarts_window_secs",
-                0,
-                "must be at least 1",
-            ));
-        }
+        self.supervision.validate()?;
         for (name, source) in &self.sources {
             source.validate(name)?;
         }

@@ -174,7 +174,9 @@ impl Daemon {
                 StageSupervisorArgs {
                     stage: stage.name().to_owned(),
                     children,
-                    policy: RestartPolicy::from(&runtime.config.supervision),
+                    policy: RestartPolicy::from(
+                        &runtime.config.supervision.for_stage(stage.name()),
+                    ),
                     registry: runtime.registry.clone(),
                 },
             )

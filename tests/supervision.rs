@@ -51,6 +51,7 @@ fn quick_policy(max_restarts: u32) -> RestartPolicy {
         window: Duration::from_secs(60),
         backoff_min: Duration::from_millis(1),
         backoff_max: Duration::from_millis(5),
+        ..RestartPolicy::default()
     }
 }
 
