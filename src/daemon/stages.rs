@@ -56,6 +56,7 @@ fn consumer_spec(
             max_buffered_records: max_in_flight.max(1) * 64,
             policy: RestartPolicy::from(&runtime.config.supervision.for_workers(stage.name())),
             registry: runtime.registry.clone(),
+            shutdown: runtime.shutdown.clone(),
         },
     )
 }
