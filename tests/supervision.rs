@@ -415,6 +415,7 @@ impl ConsumerFixture {
                 max_buffered_records: 100,
                 policy: quick_policy(5),
                 registry: self.registry.clone(),
+                shutdown: Arc::new(ylem_runtime::supervision::ShutdownSignal::default()),
             },
         )
         .await
