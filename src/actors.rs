@@ -27,4 +27,10 @@ use crate::transport::Record;
 #[async_trait]
 pub trait RecordHandler: Send + Sync + 'static {
     async fn handle(&self, record: &Record) -> anyhow::Result<()>;
+
+    /// Called once for a record that failed its worker too often, before it goes to the
+    /// dead-letter topic; a stage that owes a result for it publishes one here.
+    async fn give_up(&self, _record: &Record, _reason: &str) -> anyhow::Result<()> {
+        Ok(())
+    }
 }

@@ -143,6 +143,27 @@ impl Config {
             ));
         }
         self.supervision.validate()?;
+        let runner_stuck_ms = self
+            .supervision
+            .for_workers("runner")
+            .stuck_after_secs
+            .saturating_mul(1000);
+        let longest_timeout_ms = self
+            .task_runner
+            .timeouts_ms
+            .values()
+            .copied()
+            .max()
+            .unwrap_or(0);
+        if runner_stuck_ms <= longest_timeout_ms {
+            return Err(ConfigError::new(
+                "supervision.stuck_after_secs",
+                runner_stuck_ms / 1000,
+                format!(
+                    "must exceed the longest task timeout ({longest_timeout_ms} ms in task_runner.timeouts_ms) for the runner, or running tasks would count as stuck; raise it or set [supervision.stages.runner] stuck_after_secs"
+                ),
+            ));
+        }
         for (name, source) in &self.sources {
             source.validate(name)?;
         }

@@ -416,6 +416,9 @@ impl ConsumerFixture {
                 policy: quick_policy(5),
                 registry: self.registry.clone(),
                 shutdown: Arc::new(ylem_runtime::supervision::ShutdownSignal::default()),
+                stuck_after: Duration::from_secs(600),
+                max_record_failures: 100,
+                dead_letters: None,
             },
         )
         .await

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::task::JoinHandle;
@@ -16,6 +16,7 @@ use tracing::{error, info, warn};
 
 use super::partition_worker::{PartitionWorker, PartitionWorkerArgs, WorkerMsg};
 use super::RecordHandler;
+use crate::dead_letter::DeadLetters;
 use crate::supervision::{
     ActorRegistry, RestartDecision, RestartPolicy, RestartTracker, ShutdownSignal,
 };
@@ -33,9 +34,21 @@ pub struct ConsumerArgs {
     pub policy: RestartPolicy,
     pub registry: ActorRegistry,
     pub shutdown: Arc<ShutdownSignal>,
+    /// A record in flight this long makes its worker fail as stuck.
+    pub stuck_after: Duration,
+    /// Worker failures a record may cause before it is given up and dead-lettered.
+    pub max_record_failures: u32,
+    /// Where given-up records go; without it they are logged and skipped.
+    pub dead_letters: Option<DeadLetters>,
 }
 
 pub enum ConsumerMsg {
+    /// The record at `offset` made its worker fail.
+    RecordFailed {
+        partition: TopicPartition,
+        offset: u64,
+        reason: String,
+    },
     /// The process is stopping: read no more records, drain every partition, report.
     BeginShutdown,
     Event(ConsumerEvent),
@@ -69,6 +82,8 @@ struct PartitionSlot {
     workers: Vec<ActorId>,
     /// Offset of the last commit, which only moves forward.
     committed: Option<u64>,
+    /// Worker failures per record offset, with the last reason.
+    record_failures: HashMap<u64, (u32, String)>,
 }
 
 /// A revocation or shutdown waiting for its partitions to drain.
@@ -114,6 +129,7 @@ impl ConsumerState {
                 handler: self.args.handler.clone(),
                 max_in_flight: self.args.max_in_flight,
                 consumer: myself.clone(),
+                stuck_after: self.args.stuck_after,
             },
             myself.get_cell(),
         )
@@ -147,6 +163,7 @@ impl ConsumerState {
                     tracker: RestartTracker::new(self.args.policy.clone()),
                     workers: vec![worker_id],
                     committed: None,
+                    record_failures: HashMap::new(),
                 },
             );
         }
@@ -354,6 +371,78 @@ impl ConsumerState {
         }
     }
 
+    /// Dead-letters the records of a partition that failed their worker too often, and
+    /// commits past them when nothing before them is pending.
+    async fn give_up_poison_records(
+        &mut self,
+        partition: &TopicPartition,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(slot) = self.partitions.get_mut(partition) else {
+            return Ok(());
+        };
+        let limit = self.args.max_record_failures;
+        let poisoned: Vec<(Arc<Record>, String)> = slot
+            .uncommitted
+            .iter()
+            .filter_map(|record| {
+                let (failures, reason) = slot.record_failures.get(&record.offset)?;
+                (*failures >= limit).then(|| {
+                    (
+                        record.clone(),
+                        format!("failed its worker {failures} times; last: {reason}"),
+                    )
+                })
+            })
+            .collect();
+        if poisoned.is_empty() {
+            return Ok(());
+        }
+        for (record, reason) in &poisoned {
+            error!(consumer = %self.args.path, %partition, offset = record.offset, %reason, "giving up on a record");
+            if let Err(err) = self.args.handler.give_up(record, reason).await {
+                error!(consumer = %self.args.path, %partition, offset = record.offset, error = %format!("{err:#}"), "failed to report a given-up record");
+            }
+            match &self.args.dead_letters {
+                Some(dead_letters) => dead_letters.send(record, reason).await.map_err(|err| {
+                    format!(
+                        "failed to dead-letter offset {} of {partition}: {err:#}",
+                        record.offset
+                    )
+                })?,
+                None => {
+                    error!(consumer = %self.args.path, %partition, offset = record.offset, "no dead-letter topic configured; the record is skipped")
+                }
+            }
+        }
+        let slot = self.partitions.get_mut(partition).expect("checked above");
+        let poisoned_offsets: BTreeSet<u64> =
+            poisoned.iter().map(|(record, _)| record.offset).collect();
+        slot.uncommitted
+            .retain(|record| !poisoned_offsets.contains(&record.offset));
+        for offset in &poisoned_offsets {
+            slot.record_failures.remove(offset);
+        }
+        // Everything below the first pending record is finished or given up.
+        let next_offset = match slot.uncommitted.front() {
+            Some(record) => record.offset,
+            None => poisoned_offsets.last().copied().unwrap_or_default() + 1,
+        };
+        let lowest_poisoned = poisoned_offsets.first().copied().unwrap_or_default();
+        if slot
+            .committed
+            .is_none_or(|committed| committed <= lowest_poisoned)
+            && next_offset > lowest_poisoned
+        {
+            match self.consumer.commit(partition, next_offset) {
+                Ok(()) => slot.committed = Some(next_offset),
+                Err(err) => {
+                    warn!(consumer = %self.args.path, %partition, next_offset, error = %err, "offset commit after a given-up record failed")
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn restart_worker(
         &mut self,
         myself: &ActorRef<ConsumerMsg>,
@@ -362,6 +451,7 @@ impl ConsumerState {
         if !self.partitions.contains_key(&partition) {
             return Ok(());
         }
+        self.give_up_poison_records(&partition).await?;
         let worker = self.spawn_worker(myself, &partition).await?;
         let path = self.worker_path(&partition);
         let slot = self.partitions.get_mut(&partition).expect("checked above");
@@ -454,6 +544,20 @@ impl Actor for ConsumerActor {
                 next_offset,
             } => state.on_drained(partition, worker, next_offset),
             ConsumerMsg::BeginShutdown => state.begin_shutdown(),
+            ConsumerMsg::RecordFailed {
+                partition,
+                offset,
+                reason,
+            } => {
+                if let Some(slot) = state.partitions.get_mut(&partition) {
+                    let entry = slot
+                        .record_failures
+                        .entry(offset)
+                        .or_insert((0, String::new()));
+                    entry.0 += 1;
+                    entry.1 = reason;
+                }
+            }
             ConsumerMsg::PollFailed(reason) => {
                 return Err(
                     format!("consumer of group {} failed: {reason}", state.args.group).into(),

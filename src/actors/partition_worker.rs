@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -21,6 +22,8 @@ pub struct PartitionWorkerArgs {
     pub handler: Arc<dyn RecordHandler>,
     pub max_in_flight: usize,
     pub consumer: ActorRef<ConsumerMsg>,
+    /// A record in flight for longer than this makes the worker fail as stuck.
+    pub stuck_after: Duration,
 }
 
 pub enum WorkerMsg {
@@ -31,6 +34,8 @@ pub enum WorkerMsg {
     },
     /// The partition is revoked: finish the records in flight, start no more, then stop.
     Drain,
+    /// Periodic check that no record has been in flight for too long.
+    CheckProgress,
 }
 
 pub struct WorkerState {
@@ -40,7 +45,8 @@ pub struct WorkerState {
     consumer: ActorRef<ConsumerMsg>,
     queue: VecDeque<Arc<Record>>,
     in_flight: BTreeSet<u64>,
-    running: HashMap<u64, AbortHandle>,
+    running: HashMap<u64, (AbortHandle, Instant)>,
+    stuck_after: Duration,
     next_after_dispatched: Option<u64>,
     last_reported: Option<u64>,
     draining: bool,
@@ -72,8 +78,19 @@ impl WorkerState {
                 // The worker may have been stopped meanwhile; the record is then redone.
                 let _ = worker.cast(WorkerMsg::Done { offset, outcome });
             });
-            self.running.insert(offset, task.abort_handle());
+            self.running
+                .insert(offset, (task.abort_handle(), Instant::now()));
         }
+    }
+
+    /// Tells the consumer which record made this worker fail, and returns the failure.
+    fn fail_record(&self, offset: u64, reason: String) -> ActorProcessingErr {
+        let _ = self.consumer.cast(ConsumerMsg::RecordFailed {
+            partition: self.partition.clone(),
+            offset,
+            reason: reason.clone(),
+        });
+        format!("offset {offset} of {}: {reason}", self.partition).into()
     }
 
     /// Reports the final commit point and stops, once nothing is in flight.
@@ -124,9 +141,12 @@ impl Actor for PartitionWorker {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let check_every =
+            (args.stuck_after / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        myself.send_interval(check_every, || WorkerMsg::CheckProgress);
         debug!(partition = %args.partition, "partition worker started");
         Ok(WorkerState {
             partition: args.partition,
@@ -139,6 +159,7 @@ impl Actor for PartitionWorker {
             next_after_dispatched: None,
             last_reported: None,
             draining: false,
+            stuck_after: args.stuck_after,
         })
     }
 
@@ -148,7 +169,7 @@ impl Actor for PartitionWorker {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         // Unfinished records are redone by the next owner of the partition.
-        for task in state.running.values() {
+        for (task, _) in state.running.values() {
             task.abort();
         }
         debug!(partition = %state.partition, in_flight = state.in_flight.len(), "partition worker stopped");
@@ -169,6 +190,25 @@ impl Actor for PartitionWorker {
                 state.queue.push_back(record);
                 state.dispatch(&myself);
             }
+            WorkerMsg::CheckProgress => {
+                let oldest = state
+                    .running
+                    .iter()
+                    .min_by_key(|(_, (_, started))| *started);
+                if let Some((offset, (_, started))) = oldest {
+                    let elapsed = started.elapsed();
+                    if elapsed > state.stuck_after {
+                        let offset = *offset;
+                        let reason = format!(
+                            "stuck: record in flight for {} ms, more than stuck_after_secs ({} s)",
+                            elapsed.as_millis(),
+                            state.stuck_after.as_secs()
+                        );
+                        error!(partition = %state.partition, offset, %reason, "partition worker is stuck");
+                        return Err(state.fail_record(offset, reason));
+                    }
+                }
+            }
             WorkerMsg::Drain => {
                 state.draining = true;
                 // Records not started stay uncommitted and go to the partition's next owner.
@@ -179,7 +219,7 @@ impl Actor for PartitionWorker {
                 state.running.remove(&offset);
                 if let Err(reason) = outcome {
                     error!(partition = %state.partition, offset, %reason, "record processing failed");
-                    return Err(format!("offset {offset} of {}: {reason}", state.partition).into());
+                    return Err(state.fail_record(offset, reason));
                 }
                 state.in_flight.remove(&offset);
                 if let Some(next_offset) = state.commit_point() {

@@ -196,6 +196,22 @@ impl TaskRunner {
 
 #[async_trait]
 impl RecordHandler for TaskRunner {
+    async fn give_up(&self, record: &Record, reason: &str) -> anyhow::Result<()> {
+        // The run still needs a result for this task, or it would wait for it forever.
+        let (common, task_type) = match Message::decode(&record.payload) {
+            Ok(Message::Task(task)) => (task.common.clone(), task.kind.task_type().to_owned()),
+            _ => (salvage_common(&record.payload), "unknown".to_owned()),
+        };
+        let message =
+            format!("task was given up: {reason}; its record went to the dead-letter topic");
+        let result = TaskRunResult::failure(
+            &common,
+            &task_type,
+            TaskRunError::error(ErrorCode::Internal, message),
+        );
+        self.publish(result, record).await
+    }
+
     async fn handle(&self, record: &Record) -> anyhow::Result<()> {
         let results = match Message::decode(&record.payload) {
             Ok(Message::Task(task)) => {

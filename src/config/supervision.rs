@@ -52,6 +52,12 @@ pub struct SupervisionConfig {
     pub backoff_reset_after_secs: u64,
     /// Time a stopping actor gets to finish its work before it is stopped at once.
     pub shutdown_timeout_ms: u64,
+    /// A partition worker with a record in flight for longer than this is stuck: it is
+    /// treated as failed and restarted. For the runner it must exceed every task timeout.
+    pub stuck_after_secs: u64,
+    /// A record that made its worker fail this many times goes to the dead-letter topic
+    /// (the runner also publishes a failed result for it) instead of being retried again.
+    pub max_record_failures: u32,
     /// Overrides per stage, by stage name (`runner`, `triggers`, …).
     pub stages: BTreeMap<String, PolicyOverrides>,
     /// Overrides for the partition worker pools under each consumer.
@@ -72,6 +78,8 @@ pub struct PolicyOverrides {
     pub backoff_jitter: Option<f64>,
     pub backoff_reset_after_secs: Option<u64>,
     pub shutdown_timeout_ms: Option<u64>,
+    pub stuck_after_secs: Option<u64>,
+    pub max_record_failures: Option<u32>,
 }
 
 impl Default for SupervisionConfig {
@@ -85,6 +93,8 @@ impl Default for SupervisionConfig {
             backoff_jitter: 0.2,
             backoff_reset_after_secs: 300,
             shutdown_timeout_ms: 30_000,
+            stuck_after_secs: 600,
+            max_record_failures: 3,
             stages: BTreeMap::new(),
             workers: PolicyOverrides::default(),
             children: BTreeMap::new(),
@@ -113,6 +123,8 @@ pub struct EffectivePolicy {
     pub backoff_jitter: f64,
     pub backoff_reset_after_secs: u64,
     pub shutdown_timeout_ms: u64,
+    pub stuck_after_secs: u64,
+    pub max_record_failures: u32,
 }
 
 impl SupervisionConfig {
@@ -126,6 +138,8 @@ impl SupervisionConfig {
             backoff_jitter: self.backoff_jitter,
             backoff_reset_after_secs: self.backoff_reset_after_secs,
             shutdown_timeout_ms: self.shutdown_timeout_ms,
+            stuck_after_secs: self.stuck_after_secs,
+            max_record_failures: self.max_record_failures,
         }
     }
 
@@ -216,6 +230,12 @@ impl PolicyOverrides {
         if let Some(value) = self.shutdown_timeout_ms {
             policy.shutdown_timeout_ms = value;
         }
+        if let Some(value) = self.stuck_after_secs {
+            policy.stuck_after_secs = value;
+        }
+        if let Some(value) = self.max_record_failures {
+            policy.max_record_failures = value;
+        }
         policy
     }
 }
@@ -236,6 +256,20 @@ fn check_policy(prefix: &str, policy: &EffectivePolicy) -> Result<(), ConfigErro
             &format!("{prefix}.max_restarts_window_secs"),
             0,
             "must be at least 1",
+        ));
+    }
+    if policy.stuck_after_secs == 0 {
+        return Err(ConfigError::new(
+            &format!("{prefix}.stuck_after_secs"),
+            0,
+            "must be at least 1",
+        ));
+    }
+    if policy.max_record_failures == 0 {
+        return Err(ConfigError::new(
+            &format!("{prefix}.max_record_failures"),
+            0,
+            "must be at least 1; 1 dead-letters a record at its first worker failure",
         ));
     }
     if !(0.0..=1.0).contains(&policy.backoff_jitter) {

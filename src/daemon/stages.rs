@@ -1,6 +1,7 @@
 //! The children of each stage supervisor.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ractor::Actor;
 
@@ -43,6 +44,7 @@ fn consumer_spec(
 ) -> ChildSpec {
     let runtime = runtime.clone();
     let consumer_path = path.clone();
+    let workers = runtime.config.supervision.for_workers(stage.name());
     actor_spec(
         path,
         || ConsumerActor,
@@ -54,9 +56,12 @@ fn consumer_spec(
             handler: handler.clone(),
             max_in_flight,
             max_buffered_records: max_in_flight.max(1) * 64,
-            policy: RestartPolicy::from(&runtime.config.supervision.for_workers(stage.name())),
+            policy: RestartPolicy::from(&workers),
             registry: runtime.registry.clone(),
             shutdown: runtime.shutdown.clone(),
+            stuck_after: Duration::from_secs(workers.stuck_after_secs),
+            max_record_failures: workers.max_record_failures,
+            dead_letters: Some(runtime.dead_letters()),
         },
     )
 }
