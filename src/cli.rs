@@ -129,6 +129,8 @@ pub enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Cancels a running run: its queued tasks and scheduled retries are skipped.
+    Cancel { run_uuid: String },
 }
 
 #[derive(Subcommand)]

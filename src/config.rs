@@ -128,6 +128,23 @@ impl Config {
                 "must be at least 1; 1 runs the tasks of a partition one at a time",
             ));
         }
+        if self.task_runner.max_attempts == 0 {
+            return Err(ConfigError::new(
+                "task_runner.max_attempts",
+                0,
+                "must be at least 1; 1 runs each task once without retries",
+            ));
+        }
+        if self.task_runner.retry_backoff_min_ms > self.task_runner.retry_backoff_max_ms {
+            return Err(ConfigError::new(
+                "task_runner.retry_backoff_min_ms",
+                self.task_runner.retry_backoff_min_ms,
+                format!(
+                    "is larger than task_runner.retry_backoff_max_ms ({}); lower it or raise the maximum",
+                    self.task_runner.retry_backoff_max_ms
+                ),
+            ));
+        }
         if self.schedule_generator.horizon_hours == 0 {
             return Err(ConfigError::new(
                 "schedule_generator.horizon_hours",

@@ -24,6 +24,7 @@ pub fn router(runtime: Runtime) -> Router {
         .route("/api/pipelines/{name}/runs", post(start_run))
         .route("/api/runs", get(runs))
         .route("/api/runs/{run_uuid}", get(run))
+        .route("/api/runs/{run_uuid}/cancel", post(cancel))
         .route("/api/actors", get(actors))
         .route("/api/load-balancer", get(load_balancer))
         .with_state(runtime)
@@ -98,6 +99,28 @@ async fn run(
     })?;
     match runtime.store.run(run_uuid).await? {
         Some(detail) => Ok(Json(detail).into_response()),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("run {run_uuid} not found"),
+        )),
+    }
+}
+
+async fn cancel(
+    State(runtime): State<Runtime>,
+    Path(run_uuid): Path<String>,
+) -> Result<Response, ApiError> {
+    let run_uuid = Uuid::parse_str(&run_uuid).map_err(|err| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("invalid run uuid {run_uuid:?}: {err}"),
+        )
+    })?;
+    match runtime.store.cancel_run(run_uuid).await? {
+        Some(status) => Ok(Json(
+            serde_json::json!({ "run_uuid": run_uuid, "status": status.as_str() }),
+        )
+        .into_response()),
         None => Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("run {run_uuid} not found"),

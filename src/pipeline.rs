@@ -61,6 +61,8 @@ pub struct TaskDefinition {
     pub kind: TaskKind,
     /// Time limit of one execution in milliseconds, when the file sets one.
     pub timeout_ms: Option<u64>,
+    /// Executions allowed for retryable failures, when the file sets it.
+    pub max_attempts: Option<u32>,
 }
 
 /// Kind of result of the source task that fires a trigger.

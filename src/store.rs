@@ -90,6 +90,13 @@ pub trait Store: Send + Sync + 'static {
         next_tasks: u32,
     ) -> StoreResult<RecordOutcome>;
 
+    /// Ends a running run as cancelled and drops its queued, unpublished start. Returns the
+    /// status after the call, or `None` for an unknown run.
+    async fn cancel_run(&self, run_uuid: Uuid) -> StoreResult<Option<RunStatus>>;
+
+    /// Status of a run, or `None` for an unknown run.
+    async fn run_status(&self, run_uuid: Uuid) -> StoreResult<Option<RunStatus>>;
+
     /// Whether a result with this dedupe key was recorded.
     async fn has_result(&self, dedupe_key: &str) -> StoreResult<bool>;
 

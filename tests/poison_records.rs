@@ -211,6 +211,7 @@ async fn runner_panic_ends_task_as_failed_result(backend: Backend) {
     let runner = Arc::new(PanickyRunner {
         inner: TaskRunner::new(
             env.transport.clone(),
+            env.store.clone(),
             env.runtime.dead_letters(),
             config.clone(),
             Arc::new(ExecutionContext::new(config.clone()).unwrap()),

@@ -18,7 +18,7 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::messages::{Message, Meta, PipelineRunConfig};
 use crate::pipeline::{task_run_uuid, RunContext, TaskRunCause};
-use crate::store::{NewRun, QueuedRun, Store};
+use crate::store::{NewRun, QueuedRun, RunStatus, Store};
 use crate::transport::{send_message, Transport};
 
 pub struct SchedulePublisherArgs {
@@ -100,6 +100,12 @@ impl PublisherState {
                 scheduled_for: Some(queued.execute_at),
             })
             .await?;
+
+        if store.run_status(queued.run_uuid).await? == Some(RunStatus::Cancelled) {
+            info!(pipeline = %pipeline.name, pipeline_run_uuid = %queued.run_uuid, "run was cancelled before it started");
+            store.complete_queued_run(queued.id).await?;
+            return Ok(());
+        }
 
         let input = match &queued.input {
             Some(input) if !input.is_empty() => input.clone(),

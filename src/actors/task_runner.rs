@@ -20,11 +20,15 @@ use crate::dead_letter::DeadLetters;
 use crate::messages::{
     ErrorCode, Message, TaskCommon, TaskKind, TaskMessage, TaskRunError, TaskRunResult,
 };
+use crate::store::{RunStatus, Store};
 use crate::tasks::{execute, ExecutionContext, TaskFailure, TaskOutput};
-use crate::transport::{send_message, Record, Transport};
+use crate::transport::{send_message, OutgoingRecord, Record, Transport};
+
+mod retry;
 
 pub struct TaskRunner {
     transport: Arc<dyn Transport>,
+    store: Arc<dyn Store>,
     dead_letters: DeadLetters,
     topics: TopicsConfig,
     config: Arc<Config>,
@@ -34,12 +38,14 @@ pub struct TaskRunner {
 impl TaskRunner {
     pub fn new(
         transport: Arc<dyn Transport>,
+        store: Arc<dyn Store>,
         dead_letters: DeadLetters,
         config: Arc<Config>,
         context: Arc<ExecutionContext>,
     ) -> TaskRunner {
         TaskRunner {
             transport,
+            store,
             dead_letters,
             topics: config.topics.clone(),
             config,
@@ -47,9 +53,78 @@ impl TaskRunner {
         }
     }
 
-    /// Executes one task under its time limit, catching panics.
-    async fn run_task(&self, task: TaskMessage) -> Vec<TaskRunResult> {
+    /// Executes one task under its time limit, catching panics, and publishes its results or
+    /// its next attempt.
+    async fn run_task(&self, task: TaskMessage, record: &Record) -> anyhow::Result<()> {
+        let run = task.common.pipeline_run_uuid;
+        if let Some(not_before) = task.common.retry_not_before_ms {
+            let wait_ms = (not_before - Utc::now().timestamp_millis()).max(0) as u64;
+            let wait_ms = wait_ms.min(self.config.task_runner.retry_backoff_max_ms);
+            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        }
+        if self.is_cancelled(run).await {
+            info!(pipeline_run_uuid = %run, task_uuid = %task.common.task_uuid, "run was cancelled; task skipped");
+            return Ok(());
+        }
         let task_type = task.kind.task_type().to_owned();
+        let (outcome, duration_ms) = self.execute_with_limit(&task, &task_type).await;
+
+        if let Err(failure) = &outcome {
+            if let Some(next) = retry::next_attempt(&task, &self.config.task_runner, failure) {
+                warn!(pipeline_run_uuid = %run, task_uuid = %task.common.task_uuid, attempt = retry::attempt_of(&task), error = %failure.message, "task failed; retrying");
+                return self.publish_retry(next, record).await;
+            }
+        }
+        let mut results = self.build_results(&task, &task_type, outcome, duration_ms);
+        for result in &mut results {
+            retry::add_previous_errors(result, &task);
+        }
+        for result in results {
+            if !result.is_successful {
+                info!(pipeline_run_uuid = %result.pipeline_run_uuid, task_uuid = %result.task_uuid, error = result.first_error_message().unwrap_or(""), "task failed");
+            }
+            self.publish(result, record).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the run was cancelled; a store error counts as not cancelled, so that the task
+    /// still runs.
+    async fn is_cancelled(&self, run: uuid::Uuid) -> bool {
+        match self.store.run_status(run).await {
+            Ok(status) => status == Some(RunStatus::Cancelled),
+            Err(err) => {
+                warn!(pipeline_run_uuid = %run, error = %err, "failed to read the run status; running the task");
+                false
+            }
+        }
+    }
+
+    /// Publishes the next attempt of a task to the partition it came from.
+    async fn publish_retry(&self, next: TaskMessage, record: &Record) -> anyhow::Result<()> {
+        let outgoing = OutgoingRecord {
+            topic: record.topic.clone(),
+            partition: Some(record.partition),
+            key: record.key.clone(),
+            headers: record.headers.clone(),
+            payload: Message::Task(Box::new(next)).encode(),
+        };
+        self.transport.send(outgoing).await.map_err(|err| {
+            anyhow::anyhow!(
+                "failed to publish a retry to {}/{}: {err}",
+                record.topic,
+                record.partition
+            )
+        })?;
+        Ok(())
+    }
+
+    async fn execute_with_limit(
+        &self,
+        task: &TaskMessage,
+        task_type: &str,
+    ) -> (Result<TaskOutput, TaskFailure>, u64) {
+        let task_type = task_type.to_owned();
         let limit = task
             .common
             .timeout_ms
@@ -57,7 +132,7 @@ impl TaskRunner {
             .unwrap_or_else(|| self.config.task_runner.timeout_for(&task_type));
         let started = Instant::now();
 
-        let task = Arc::new(task);
+        let task = Arc::new(task.clone());
         let execution = {
             let task = task.clone();
             let context = self.context.clone();
@@ -89,7 +164,7 @@ impl TaskRunner {
             }
         };
         let duration_ms = started.elapsed().as_millis() as u64;
-        self.build_results(&task, &task_type, outcome, duration_ms)
+        (outcome, duration_ms)
     }
 
     fn build_results(
@@ -102,11 +177,8 @@ impl TaskRunner {
         let output = match outcome {
             Ok(output) => output,
             Err(failure) => {
-                let mut result = TaskRunResult::failure(
-                    &task.common,
-                    task_type,
-                    TaskRunError::error(failure.code, failure.message),
-                );
+                let error = retry::attempt_error(task, &self.config.task_runner, &failure);
+                let mut result = TaskRunResult::failure(&task.common, task_type, error);
                 result.duration = duration_ms;
                 return vec![result];
             }
@@ -222,7 +294,7 @@ impl RecordHandler for TaskRunner {
                     task_run_uuid = %task.common.task_run_uuid,
                     task_type = task.kind.task_type(),
                 );
-                self.run_task(*task).instrument(span).await
+                return self.run_task(*task, record).instrument(span).await;
             }
             Ok(other) => {
                 let common = salvage_common(&record.payload);

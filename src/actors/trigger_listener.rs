@@ -204,8 +204,23 @@ impl RecordHandler for TriggerListener {
             return Ok(());
         }
 
+        let cancelled = self
+            .store
+            .run_status(result.pipeline_run_uuid)
+            .await
+            .map_err(|err| {
+                anyhow::anyhow!(
+                    "failed to read the status of run {}: {err}",
+                    result.pipeline_run_uuid
+                )
+            })?
+            == Some(RunStatus::Cancelled);
+        if cancelled {
+            info!(pipeline_run_uuid = %result.pipeline_run_uuid, task_uuid = %result.task_uuid, "run was cancelled; no next task is started");
+        }
+
         let mut published = 0;
-        if result.is_successful && !result.is_final_task {
+        if result.is_successful && !result.is_final_task && !cancelled {
             match (&pipeline, next_step(&result)) {
                 (None, _) => {
                     warn!(pipeline_run_uuid = %result.pipeline_run_uuid, pipeline_uuid = %result.pipeline_uuid, "pipeline of the result is unknown or deleted; its run ends here");

@@ -83,6 +83,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
                     json,
                 } => list_runs(&*store, pipeline.as_deref(), limit, json).await,
                 RunsCommand::Show { run_uuid, json } => show_run(&*store, &run_uuid, json).await,
+                RunsCommand::Cancel { run_uuid } => cancel_run(&*store, &run_uuid).await,
             }
         }
         Command::Actors { url, json } => show_actors(&url, json).await,
@@ -290,6 +291,9 @@ async fn run_pipeline(
     print_run(&detail, json)?;
     if detail.run.status == RunStatus::Succeeded {
         Ok(0)
+    } else if detail.run.status == RunStatus::Cancelled {
+        eprintln!("error: run {run_uuid} was cancelled");
+        Ok(EXIT_FAILURE)
     } else {
         let error = detail
             .run
@@ -343,6 +347,30 @@ async fn list_runs(
         &rows,
     );
     Ok(0)
+}
+
+async fn cancel_run(store: &dyn Store, run_uuid: &str) -> anyhow::Result<i32> {
+    let run_uuid = match Uuid::parse_str(run_uuid) {
+        Ok(uuid) => uuid,
+        Err(err) => {
+            eprintln!("error: {run_uuid:?} is not a run uuid ({err}); `ylem runs list` shows them");
+            return Ok(EXIT_INVALID_INPUT);
+        }
+    };
+    match store.cancel_run(run_uuid).await? {
+        Some(RunStatus::Cancelled) => {
+            println!("run {run_uuid} cancelled");
+            Ok(0)
+        }
+        Some(status) => {
+            eprintln!("error: run {run_uuid} already ended as {}", status.as_str());
+            Ok(EXIT_FAILURE)
+        }
+        None => {
+            eprintln!("error: run {run_uuid} not found");
+            Ok(EXIT_FAILURE)
+        }
+    }
 }
 
 async fn show_run(store: &dyn Store, run_uuid: &str, json: bool) -> anyhow::Result<i32> {

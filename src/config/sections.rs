@@ -267,6 +267,12 @@ pub struct TaskRunnerConfig {
     pub timeouts_ms: BTreeMap<String, u64>,
     /// User-Agent of HTTP requests made by api_call and notification tasks.
     pub http_user_agent: String,
+    /// Executions of a task whose failure is retryable (connection refused, timeout, HTTP 429
+    /// and 5xx); 1 disables retries. A task's own `max_attempts` wins.
+    pub max_attempts: u32,
+    /// Delay before the first retry; it doubles for each further retry up to the maximum.
+    pub retry_backoff_min_ms: u64,
+    pub retry_backoff_max_ms: u64,
 }
 
 impl Default for TaskRunnerConfig {
@@ -281,11 +287,21 @@ impl Default for TaskRunnerConfig {
                 ("query".to_owned(), 300_000),
             ]),
             http_user_agent: concat!("ylem-runtime/", env!("CARGO_PKG_VERSION")).to_owned(),
+            max_attempts: 3,
+            retry_backoff_min_ms: 1_000,
+            retry_backoff_max_ms: 60_000,
         }
     }
 }
 
 impl TaskRunnerConfig {
+    /// Delay before the retry that follows failed attempt `attempt` (1-based).
+    pub fn retry_backoff(&self, attempt: u32) -> std::time::Duration {
+        let doublings = attempt.saturating_sub(1).min(20);
+        let delay = self.retry_backoff_min_ms.saturating_mul(1 << doublings);
+        std::time::Duration::from_millis(delay.min(self.retry_backoff_max_ms))
+    }
+
     /// The time limit for a task type.
     pub fn timeout_for(&self, task_type: &str) -> std::time::Duration {
         let millis = self

@@ -146,6 +146,7 @@ pub(super) fn stage_children(runtime: &Runtime, stage: Stage) -> anyhow::Result<
             let context = Arc::new(ExecutionContext::new(config.clone())?);
             let runner = Arc::new(TaskRunner::new(
                 runtime.transport.clone(),
+                runtime.store.clone(),
                 runtime.dead_letters(),
                 config.clone(),
                 context,

@@ -48,6 +48,15 @@ pub struct TaskCommon {
     /// the task type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Executions allowed for retryable failures; absent means the runner's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// A retry waits until this time (Unix milliseconds) before it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_not_before_ms: Option<i64>,
+    /// Errors of the earlier attempts of this task run, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_errors: Vec<super::result::TaskRunError>,
 }
 
 fn default_pipeline_type() -> String {
@@ -414,4 +423,7 @@ const COMMON_FIELDS: &[&str] = &[
     "meta",
     "attempt",
     "timeout_ms",
+    "max_attempts",
+    "retry_not_before_ms",
+    "previous_errors",
 ];

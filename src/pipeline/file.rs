@@ -93,6 +93,7 @@ fn assemble(
             task_type: task.task_type.expect("a valid task has a type"),
             kind: task.kind.expect("a valid task has its fields"),
             timeout_ms: task.timeout_ms,
+            max_attempts: task.max_attempts,
         })
         .collect();
     let triggers = triggers
@@ -219,6 +220,13 @@ fn parse_task(index: usize, entry: &Value, problems: &mut ProblemList) -> DraftT
         );
     }
     draft.timeout_ms = header.timeout_ms;
+    if header.max_attempts == Some(0) {
+        problems.push(
+            join_path(&path, "max_attempts"),
+            "invalid value 0; set at least 1 (1 means no retry) or remove it",
+        );
+    }
+    draft.max_attempts = header.max_attempts;
 
     if decoded.is_rejected("type") {
         return draft;

@@ -73,6 +73,9 @@ impl Pipeline {
             meta: run.meta,
             attempt: Some(1),
             timeout_ms: task.timeout_ms,
+            max_attempts: task.max_attempts,
+            retry_not_before_ms: None,
+            previous_errors: Vec::new(),
         };
         TaskMessage {
             common,

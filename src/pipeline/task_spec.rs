@@ -37,7 +37,7 @@ pub const NOTIFICATION_CHANNELS: &[&str] = &["webhook", "slack"];
 pub const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
 
 /// Keys every task has. The type-specific structs declare the rest.
-pub(crate) const COMMON_TASK_KEYS: &[&str] = &["name", "type", "timeout_ms"];
+pub(crate) const COMMON_TASK_KEYS: &[&str] = &["name", "type", "timeout_ms", "max_attempts"];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -46,6 +46,7 @@ pub(crate) struct CommonTaskFields {
     #[serde(rename = "type")]
     pub task_type: String,
     pub timeout_ms: Option<u64>,
+    pub max_attempts: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

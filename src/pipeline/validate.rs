@@ -15,6 +15,7 @@ pub(crate) struct DraftTask {
     pub task_type: Option<&'static str>,
     pub kind: Option<TaskKind>,
     pub timeout_ms: Option<u64>,
+    pub max_attempts: Option<u32>,
 }
 
 /// A trigger as parsed, naming its tasks. Fields that failed to parse stay empty.

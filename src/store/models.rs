@@ -142,6 +142,7 @@ pub enum RunStatus {
     Running,
     Succeeded,
     Failed,
+    Cancelled,
 }
 
 impl RunStatus {
@@ -150,6 +151,7 @@ impl RunStatus {
             RunStatus::Running => "running",
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
         }
     }
 
@@ -157,6 +159,7 @@ impl RunStatus {
         match text {
             "succeeded" => RunStatus::Succeeded,
             "failed" => RunStatus::Failed,
+            "cancelled" => RunStatus::Cancelled,
             _ => RunStatus::Running,
         }
     }

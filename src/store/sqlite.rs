@@ -162,6 +162,14 @@ impl super::Store for SqliteStore {
         self.insert_result(result, next_tasks).await
     }
 
+    async fn cancel_run(&self, run_uuid: Uuid) -> StoreResult<Option<super::RunStatus>> {
+        self.cancel(run_uuid).await
+    }
+
+    async fn run_status(&self, run_uuid: Uuid) -> StoreResult<Option<super::RunStatus>> {
+        self.status_of(run_uuid).await
+    }
+
     async fn has_result(&self, dedupe_key: &str) -> StoreResult<bool> {
         let found = sqlx::query("SELECT 1 FROM task_runs WHERE dedupe_key = ?")
             .bind(dedupe_key)

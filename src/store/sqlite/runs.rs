@@ -47,6 +47,65 @@ impl SqliteStore {
         Ok(())
     }
 
+    pub(super) async fn cancel(&self, run_uuid: Uuid) -> StoreResult<Option<RunStatus>> {
+        let now = to_millis(Utc::now());
+        let mut transaction = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE pipeline_runs SET status = 'cancelled', error = 'cancelled by request', finished_at = ? \
+             WHERE run_uuid = ? AND status = 'running'",
+        )
+        .bind(now)
+        .bind(run_uuid.to_string())
+        .execute(&mut *transaction)
+        .await?;
+        let queued = sqlx::query(
+            "DELETE FROM scheduled_runs WHERE pipeline_run_uuid = ? AND published_at IS NULL \
+             AND (claimed_until IS NULL OR claimed_until < ?) RETURNING pipeline_uuid, kind, execute_at",
+        )
+        .bind(run_uuid.to_string())
+        .bind(now)
+        .fetch_optional(&mut *transaction)
+        .await?;
+        if let Some(queued) = queued {
+            // Cancelled before any publisher took it: the run is recorded as cancelled.
+            sqlx::query(
+                "INSERT INTO pipeline_runs (run_uuid, pipeline_uuid, pipeline_name, kind, status, \
+                 outstanding, error, scheduled_for, started_at, finished_at) \
+                 SELECT ?, ?, COALESCE((SELECT name FROM pipelines WHERE uuid = ?), ''), ?, 'cancelled', 0, \
+                 'cancelled by request', ?, ?, ? ON CONFLICT (run_uuid) DO NOTHING",
+            )
+            .bind(run_uuid.to_string())
+            .bind(queued.try_get::<String, _>("pipeline_uuid")?)
+            .bind(queued.try_get::<String, _>("pipeline_uuid")?)
+            .bind(queued.try_get::<String, _>("kind")?)
+            .bind(queued.try_get::<i64, _>("execute_at")?)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        let status = sqlx::query("SELECT status FROM pipeline_runs WHERE run_uuid = ?")
+            .bind(run_uuid.to_string())
+            .fetch_optional(&mut *transaction)
+            .await?
+            .map(|row| row.try_get::<String, _>("status"))
+            .transpose()?
+            .map(|status| RunStatus::parse(&status));
+        transaction.commit().await?;
+        Ok(status)
+    }
+
+    pub(super) async fn status_of(&self, run_uuid: Uuid) -> StoreResult<Option<RunStatus>> {
+        let row = sqlx::query("SELECT status FROM pipeline_runs WHERE run_uuid = ?")
+            .bind(run_uuid.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row
+            .map(|row| row.try_get::<String, _>("status"))
+            .transpose()?
+            .map(|status| RunStatus::parse(&status)))
+    }
+
     pub(super) async fn insert_result(
         &self,
         result: &ResultRecord,
