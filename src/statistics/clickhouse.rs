@@ -102,6 +102,9 @@ struct RunDurationRow {
     #[serde(with = "clickhouse::serde::uuid")]
     pipeline_uuid: Uuid,
     duration_ms: u64,
+    /// Read only because RowBinary needs every selected column; the query orders by it.
+    #[allow(dead_code)]
+    last_executed_ms: u64,
 }
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
