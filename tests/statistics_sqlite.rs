@@ -15,7 +15,9 @@ async fn sqlite_queries_match_task_runs() {
         config.statistics.batch_interval_ms = 20;
     })
     .await;
-    let pipeline = env.apply(&statistics_scenario::pipeline_yaml(&receiver)).await;
+    let pipeline = env
+        .apply(&statistics_scenario::pipeline_yaml(&receiver))
+        .await;
 
     let runs = statistics_scenario::run_pipeline(&env, &receiver).await;
     let statistics = env.runtime.statistics.clone();

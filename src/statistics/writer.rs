@@ -177,7 +177,7 @@ async fn write_batch(statistics: &dyn StatisticsStore, mut batch: Vec<PendingRow
                 }
                 if retries == 0 {
                     error!(backend, rows = rows.len(), error = %format!("{err:#}"), "failed to store statistics; retrying until the backend accepts writes");
-                } else if retries % RETRY_WARN_EVERY == 0 {
+                } else if retries.is_multiple_of(RETRY_WARN_EVERY) {
                     warn!(backend, retries, outage_secs = outage_start.elapsed().as_secs(), error = %format!("{err:#}"), "statistics backend still rejects writes");
                 }
                 retries += 1;

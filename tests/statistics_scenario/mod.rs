@@ -109,7 +109,11 @@ fn expected_durations(runs: &[RunDetail], since: DateTime<Utc>, last_runs: usize
 }
 
 /// Checks percentiles, outcome counts, slow tasks and warm-up durations against `runs`.
-pub async fn check_queries(statistics: &dyn StatisticsStore, pipeline_uuid: Uuid, runs: &[RunDetail]) {
+pub async fn check_queries(
+    statistics: &dyn StatisticsStore,
+    pipeline_uuid: Uuid,
+    runs: &[RunDetail],
+) {
     let tasks = task_runs(runs);
     let failed_runs = runs
         .iter()
@@ -128,14 +132,20 @@ pub async fn check_queries(statistics: &dyn StatisticsStore, pipeline_uuid: Uuid
     assert_eq!(report.failed_runs, failed_runs);
     assert_eq!(report.successful_runs, runs.len() as u64 - failed_runs);
     assert_eq!(report.failed_task_runs, failed_tasks);
-    assert_eq!(report.successful_task_runs, tasks.len() as u64 - failed_tasks);
+    assert_eq!(
+        report.successful_task_runs,
+        tasks.len() as u64 - failed_tasks
+    );
     assert_eq!(report.percentile_runs, runs.len() as u64);
     assert_eq!(report.duration_p50_ms, quantile(&all, 0.5));
     assert_eq!(report.duration_p80_ms, quantile(&all, 0.8));
     assert_eq!(report.duration_p95_ms, quantile(&all, 0.95));
 
     // The newest four runs only.
-    let report = statistics.pipeline_report(pipeline_uuid, 4, None).await.unwrap();
+    let report = statistics
+        .pipeline_report(pipeline_uuid, 4, None)
+        .await
+        .unwrap();
     let newest = expected_durations(runs, DateTime::<Utc>::MIN_UTC, 4);
     assert_eq!(report.percentile_runs, 4);
     assert_eq!(report.duration_p50_ms, quantile(&newest, 0.5));
@@ -149,15 +159,27 @@ pub async fn check_queries(statistics: &dyn StatisticsStore, pipeline_uuid: Uuid
         .map(|task| task.executed_at)
         .min()
         .unwrap();
-    let in_range: Vec<&&TaskRunRow> = tasks.iter().filter(|task| task.executed_at >= since).collect();
-    let counts = statistics.outcome_counts(pipeline_uuid, Some(since)).await.unwrap();
+    let in_range: Vec<&&TaskRunRow> = tasks
+        .iter()
+        .filter(|task| task.executed_at >= since)
+        .collect();
+    let counts = statistics
+        .outcome_counts(pipeline_uuid, Some(since))
+        .await
+        .unwrap();
     assert_eq!(
         counts.failed_task_runs,
-        in_range.iter().filter(|task| task.status == "failed").count() as u64
+        in_range
+            .iter()
+            .filter(|task| task.status == "failed")
+            .count() as u64
     );
     assert_eq!(
         counts.successful_task_runs,
-        in_range.iter().filter(|task| task.status == "succeeded").count() as u64
+        in_range
+            .iter()
+            .filter(|task| task.status == "succeeded")
+            .count() as u64
     );
     let report = statistics
         .pipeline_report(pipeline_uuid, 100, Some(since))
@@ -184,13 +206,18 @@ pub async fn check_queries(statistics: &dyn StatisticsStore, pipeline_uuid: Uuid
         .filter(|task| task.duration_ms > threshold_ms)
         .collect();
     slow.sort_by(|left, right| {
-        right
-            .executed_at
-            .cmp(&left.executed_at)
-            .then(right.result_uuid.to_string().cmp(&left.result_uuid.to_string()))
+        right.executed_at.cmp(&left.executed_at).then(
+            right
+                .result_uuid
+                .to_string()
+                .cmp(&left.result_uuid.to_string()),
+        )
     });
     let hour_ago = Utc::now() - chrono::Duration::hours(1);
-    let found = statistics.slow_tasks(threshold_ms, hour_ago, 3).await.unwrap();
+    let found = statistics
+        .slow_tasks(threshold_ms, hour_ago, 3)
+        .await
+        .unwrap();
     let expected: Vec<(Uuid, u64)> = slow
         .iter()
         .take(3)
@@ -200,11 +227,17 @@ pub async fn check_queries(statistics: &dyn StatisticsStore, pipeline_uuid: Uuid
         .iter()
         .map(|task| (task.result_uuid, task.duration_ms))
         .collect();
-    assert!(slow.len() >= 3, "the scenario has at least three slow calls: {slow:?}");
+    assert!(
+        slow.len() >= 3,
+        "the scenario has at least three slow calls: {slow:?}"
+    );
     assert_eq!(found_pairs, expected);
     assert!(found.iter().all(|task| task.pipeline_uuid == pipeline_uuid));
     assert!(found.iter().all(|task| task.task_type == "api_call"));
-    let none = statistics.slow_tasks(threshold_ms, future, 3).await.unwrap();
+    let none = statistics
+        .slow_tasks(threshold_ms, future, 3)
+        .await
+        .unwrap();
     assert!(none.is_empty(), "{none:?}");
 
     // The load balancer's warm-up: the newest three run durations of the pipeline.
