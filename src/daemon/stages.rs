@@ -35,6 +35,7 @@ where
 
 fn consumer_spec(
     runtime: &Runtime,
+    stage: Stage,
     path: String,
     group: String,
     topic: String,
@@ -44,6 +45,7 @@ fn consumer_spec(
     let max_buffered_records = max_in_flight.max(1) * 64;
     consumer_spec_with_backlog(
         runtime,
+        stage,
         path,
         group,
         topic,
@@ -54,8 +56,10 @@ fn consumer_spec(
 }
 
 /// A consumer whose partitions pause once `max_buffered_records` records are uncommitted.
+#[allow(clippy::too_many_arguments)]
 fn consumer_spec_with_backlog(
     runtime: &Runtime,
+    stage: Stage,
     path: String,
     group: String,
     topic: String,
@@ -76,8 +80,9 @@ fn consumer_spec_with_backlog(
             handler: handler.clone(),
             max_in_flight,
             max_buffered_records,
-            policy: RestartPolicy::from(&runtime.config.supervision),
+            policy: RestartPolicy::from(&runtime.config.supervision.for_workers(stage.name())),
             registry: runtime.registry.clone(),
+            shutdown: runtime.shutdown.clone(),
         },
     )
 }
@@ -140,6 +145,7 @@ pub(super) fn stage_children(runtime: &Runtime, stage: Stage) -> anyhow::Result<
                 balancer,
                 consumer_spec(
                     runtime,
+                    stage,
                     format!("balancer/{}", topics.task_runs),
                     groups.load_balancer.clone(),
                     topics.task_runs.clone(),
@@ -148,6 +154,7 @@ pub(super) fn stage_children(runtime: &Runtime, stage: Stage) -> anyhow::Result<
                 ),
                 consumer_spec(
                     runtime,
+                    stage,
                     format!("balancer/{}", topics.task_run_results),
                     groups.load_balancer_results.clone(),
                     topics.task_run_results.clone(),
@@ -166,6 +173,7 @@ pub(super) fn stage_children(runtime: &Runtime, stage: Stage) -> anyhow::Result<
             ));
             vec![consumer_spec(
                 runtime,
+                stage,
                 format!("runner/{}", topics.task_runs_load_balanced),
                 groups.task_runner.clone(),
                 topics.task_runs_load_balanced.clone(),
@@ -185,6 +193,7 @@ pub(super) fn stage_children(runtime: &Runtime, stage: Stage) -> anyhow::Result<
             // outstanding count is updated in their order.
             vec![consumer_spec(
                 runtime,
+                stage,
                 format!("triggers/{}", topics.task_run_results),
                 groups.trigger_listener.clone(),
                 topics.task_run_results.clone(),
@@ -202,6 +211,7 @@ pub(super) fn stage_children(runtime: &Runtime, stage: Stage) -> anyhow::Result<
             let max_in_flight = settings.batch_size.min(settings.max_buffered_results);
             vec![consumer_spec_with_backlog(
                 runtime,
+                stage,
                 format!("statistics/{}", topics.task_run_results),
                 groups.statistics.clone(),
                 topics.task_run_results.clone(),
@@ -211,5 +221,12 @@ pub(super) fn stage_children(runtime: &Runtime, stage: Stage) -> anyhow::Result<
             )]
         }
     };
-    Ok(children)
+    let supervision = &runtime.config.supervision;
+    Ok(children
+        .into_iter()
+        .map(|child| {
+            let restart = supervision.child_restart(&child.path);
+            child.with_restart(restart)
+        })
+        .collect())
 }
