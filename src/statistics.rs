@@ -3,8 +3,8 @@
 //!
 //! Two backends implement it: [`sqlite::SqliteStatistics`] on the store database's
 //! `task_run_statistics` table, and [`clickhouse::ClickHouseStatistics`] on a ClickHouse
-//! table. Both answer the same queries with the same definitions, so a report does not depend
-//! on the backend:
+//! table. Both run the same queries with the same definitions, so a report does not depend on
+//! the backend:
 //!
 //! - a run's duration is the sum of the durations of its task runs;
 //! - runs are ordered newest first by the latest `executed_at` of their task runs, then by run
@@ -76,7 +76,7 @@ pub struct SlowTask {
 
 #[async_trait]
 pub trait StatisticsStore: Send + Sync + 'static {
-    /// The backend's name for logs: `sqlite` or `clickhouse`.
+    /// Returns the backend's name for logs: `sqlite` or `clickhouse`.
     fn backend(&self) -> &'static str;
 
     /// Stores rows. Storing a result uuid again is allowed and never makes a query count it
@@ -146,8 +146,8 @@ impl dyn StatisticsStore {
     }
 }
 
-/// The statistics backend selected by `config.statistics`. No connection is made here: both
-/// backends connect on first use, and the ClickHouse backend creates its table then.
+/// Builds the statistics backend selected by `config.statistics`. Both backends connect on
+/// first use, and the ClickHouse backend creates its table then.
 pub fn open(config: &Config, store: Arc<dyn Store>) -> Arc<dyn StatisticsStore> {
     match config.statistics.backend {
         StatisticsBackend::Sqlite => {

@@ -5,7 +5,7 @@
 //! - the client runs with schema validation off, because validation uses the
 //!   `RowBinaryWithNamesAndTypes` format that 18.16 does not know. Rows are then sent and read
 //!   as plain `RowBinary`, so every selected column is cast to the exact type of its Rust
-//!   field (`toUInt64(...)`); a mismatch would misread the bytes instead of failing clearly;
+//!   field (`toUInt64(...)`). A mismatch misreads the bytes instead of failing clearly;
 //! - there is no `DateTime64`, so `executed_at_ms` (UInt64) carries the millisecond time used
 //!   for ordering and ranges, and `executed_at` (DateTime) is the partition key;
 //! - there is no table `TTL`, so retention drops whole monthly partitions from the runtime;
@@ -78,7 +78,7 @@ impl From<&StatisticsRow> for TaskRunRow {
             is_initial_task: u8::from(row.is_initial_task),
             is_final_task: u8::from(row.is_final_task),
             is_successful: u8::from(row.is_successful),
-            // UInt32 holds 49 days of milliseconds; longer durations are stored as the maximum.
+            // UInt32 stores up to 49 days of milliseconds, so longer durations are stored as the maximum.
             duration_ms: u32::try_from(row.duration_ms).unwrap_or(u32::MAX),
             output_bytes: row.output_bytes,
             errors: serde_json::to_string(&row.errors).unwrap_or_else(|_| "[]".to_owned()),
