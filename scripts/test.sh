@@ -14,18 +14,33 @@ if ! cargo clippy --version >/dev/null 2>&1 || ! cargo fmt --version >/dev/null 
 fi
 
 started_broker=0
-stop_broker() {
+started_clickhouse=0
+stop_servers() {
     if [[ "$started_broker" == 1 ]]; then
         scripts/kafka.sh stop || true
     fi
+    if [[ "$started_clickhouse" == 1 ]]; then
+        scripts/clickhouse.sh stop || true
+    fi
 }
-trap stop_broker EXIT
+trap stop_servers EXIT
 
 if [[ -z "${YLEM_TEST_KAFKA_BOOTSTRAP:-}" ]]; then
     if ! scripts/kafka.sh status >/dev/null 2>&1; then
         scripts/kafka.sh start
         started_broker=1
     fi
+fi
+
+# The statistics tests use a private ClickHouse server (scripts/clickhouse.sh), unless
+# YLEM_TEST_CLICKHOUSE_URL names another one.
+if [[ -z "${YLEM_TEST_CLICKHOUSE_URL:-}" ]]; then
+    if ! scripts/clickhouse.sh status >/dev/null 2>&1; then
+        scripts/clickhouse.sh start
+        started_clickhouse=1
+    fi
+    YLEM_TEST_CLICKHOUSE_URL=$(scripts/clickhouse.sh url)
+    export YLEM_TEST_CLICKHOUSE_URL
 fi
 
 echo "== cargo fmt --check"

@@ -5,8 +5,11 @@ mod commands;
 mod table;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+
+use crate::statistics::parse_duration;
 
 /// Exit code of a command whose input (files, arguments) is invalid.
 pub const EXIT_INVALID_INPUT: i32 = 2;
@@ -135,12 +138,30 @@ pub enum RunsCommand {
 
 #[derive(Subcommand)]
 pub enum StatsCommand {
-    /// Run duration percentiles and outcome counts of a pipeline.
+    /// Run duration percentiles and outcome counts of a pipeline, from the statistics backend.
     Pipeline {
         name: String,
         /// Number of recent runs the percentiles cover.
         #[arg(long, default_value_t = 100)]
         last_runs: u32,
+        /// Count only results executed within this long before now, e.g. 30m, 24h or 7d;
+        /// every stored result when left out.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        since: Option<Duration>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Task runs slower than a threshold, newest first.
+    SlowTasks {
+        /// Lists task runs that took longer than this, in milliseconds.
+        #[arg(long)]
+        threshold_ms: u64,
+        /// Lists task runs executed within this long before now, e.g. 30m, 24h or 7d.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        since: Duration,
+        /// Maximum task runs listed.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
         #[arg(long)]
         json: bool,
     },

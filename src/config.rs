@@ -184,6 +184,7 @@ impl Config {
         for (name, source) in &self.sources {
             source.validate(name)?;
         }
+        self.statistics.validate()?;
         if !self.store.url.starts_with("sqlite:") && !self.store.url.starts_with("postgres") {
             return Err(ConfigError::new(
                 "store.url",
@@ -236,6 +237,88 @@ impl SourceConfig {
     }
 }
 
+impl StatisticsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("statistics.batch_size", self.batch_size as u64),
+            ("statistics.batch_interval_ms", self.batch_interval_ms),
+            ("statistics.retention_days", u64::from(self.retention_days)),
+            (
+                "statistics.max_buffered_results",
+                self.max_buffered_results as u64,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(key, 0, "must be at least 1"));
+            }
+        }
+        if self.max_buffered_results < self.batch_size {
+            return Err(ConfigError::new(
+                "statistics.max_buffered_results",
+                self.max_buffered_results,
+                format!(
+                    "is smaller than statistics.batch_size ({}), so a batch could never fill; raise it or lower the batch size",
+                    self.batch_size
+                ),
+            ));
+        }
+        if self.backend != StatisticsBackend::Clickhouse {
+            return Ok(());
+        }
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            return Err(ConfigError::new(
+                "statistics.url",
+                redact_url(&self.url),
+                "must be the ClickHouse HTTP interface, e.g. http://127.0.0.1:18123",
+            ));
+        }
+        if self.url.contains('@') {
+            return Err(ConfigError::new(
+                "statistics.url",
+                redact_url(&self.url),
+                "must not contain credentials; set statistics.user and name the password's environment variable in statistics.password_env",
+            ));
+        }
+        // Both names are written into SQL statements, so only plain identifiers are accepted.
+        for (key, name) in [
+            ("statistics.database", &self.database),
+            ("statistics.table", &self.table),
+        ] {
+            if !is_plain_identifier(name) {
+                return Err(ConfigError::new(
+                    key,
+                    format!("{name:?}"),
+                    "must be a plain identifier: a letter or _ followed by letters, digits or _",
+                ));
+            }
+        }
+        if self.user.is_empty() {
+            return Err(ConfigError::new(
+                "statistics.user",
+                "\"\"",
+                "must not be empty; the packaged ClickHouse user is default",
+            ));
+        }
+        if self.password_env.as_deref() == Some("") {
+            return Err(ConfigError::new(
+                "statistics.password_env",
+                "\"\"",
+                "must name an environment variable, or be left out for no password",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Whether `name` is `[A-Za-z_][A-Za-z0-9_]*`.
+fn is_plain_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+        && chars.all(|rest| rest.is_ascii_alphanumeric() || rest == '_')
+}
+
 /// Replaces the password of a URL with `***`, for errors and logs.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -284,6 +367,57 @@ mod tests {
         let message = format!("{err:#}");
         assert!(message.contains("password_env"), "{message}");
         assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn statistics_invalid_values_name_key() {
+        let cases = [
+            ("batch_size = 0", "statistics.batch_size"),
+            ("batch_interval_ms = 0", "statistics.batch_interval_ms"),
+            ("retention_days = 0", "statistics.retention_days"),
+            (
+                "batch_size = 100\nmax_buffered_results = 10",
+                "statistics.max_buffered_results",
+            ),
+            (
+                "backend = \"clickhouse\"\nurl = \"127.0.0.1:18123\"",
+                "statistics.url",
+            ),
+            (
+                "backend = \"clickhouse\"\ntable = \"runs; DROP TABLE x\"",
+                "statistics.table",
+            ),
+            (
+                "backend = \"clickhouse\"\ndatabase = \"1stats\"",
+                "statistics.database",
+            ),
+            (
+                "backend = \"clickhouse\"\npassword_env = \"\"",
+                "statistics.password_env",
+            ),
+        ];
+        for (section, key) in cases {
+            let err = Config::parse(&format!("[statistics]\n{section}\n")).unwrap_err();
+            assert!(format!("{err:#}").contains(key), "{section}: {err:#}");
+        }
+    }
+
+    #[test]
+    fn statistics_url_credentials_rejected() {
+        let text =
+            "[statistics]\nbackend = \"clickhouse\"\nurl = \"http://u:hunter2@127.0.0.1:18123\"\n";
+        let message = format!("{:#}", Config::parse(text).unwrap_err());
+        assert!(message.contains("password_env"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn statistics_clickhouse_section_parses() {
+        let text =
+            "[statistics]\nbackend = \"clickhouse\"\ndatabase = \"stats_1\"\ntable = \"_runs\"\n";
+        let config = Config::parse(text).unwrap();
+        assert_eq!(config.statistics.backend, StatisticsBackend::Clickhouse);
+        assert_eq!(config.statistics.table, "_runs");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 use crate::actors::load_balancer::BalancerHandle;
 use crate::catalog::Catalog;
 use crate::config::Config;
+use crate::statistics::{self, StatisticsStore};
 use crate::store::Store;
 use crate::supervision::{
     ActorRegistry, RestartPolicy, ShutdownSignal, StageMsg, StageSupervisor, StageSupervisorArgs,
@@ -94,6 +95,8 @@ pub fn parse_stages(text: &str) -> Result<Vec<Stage>, String> {
 pub struct Runtime {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
+    /// Where results are stored for statistics (`[statistics]` in the config).
+    pub statistics: Arc<dyn StatisticsStore>,
     pub transport: Arc<dyn Transport>,
     pub catalog: Arc<Catalog>,
     pub registry: ActorRegistry,
@@ -102,15 +105,28 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// Builds the shared state with the statistics backend of `config.statistics`, which
+    /// connects on first use.
     pub fn new(
         config: Arc<Config>,
         store: Arc<dyn Store>,
+        transport: Arc<dyn Transport>,
+    ) -> Runtime {
+        let statistics = statistics::open(&config, store.clone());
+        Runtime::with_statistics(config, store, statistics, transport)
+    }
+
+    pub fn with_statistics(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        statistics: Arc<dyn StatisticsStore>,
         transport: Arc<dyn Transport>,
     ) -> Runtime {
         Runtime {
             catalog: Arc::new(Catalog::new(store.clone())),
             config,
             store,
+            statistics,
             transport,
             registry: ActorRegistry::new(),
             balancer: BalancerHandle::default(),

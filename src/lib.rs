@@ -11,6 +11,7 @@ pub mod load_balancing;
 pub mod messages;
 pub mod pipeline;
 pub mod schedule;
+pub mod statistics;
 pub mod store;
 pub mod supervision;
 pub mod tasks;

@@ -3,8 +3,8 @@
 //!
 //! The balancing state lives in one [`LoadBalancer`] actor so that both subscriptions (tasks
 //! and results) change it in order. The handlers reach the current actor through a
-//! [`BalancerHandle`], which a restarted actor fills again after warming its statistics from
-//! the store.
+//! [`BalancerHandle`], which a restarted actor fills again after warming its duration history
+//! from the statistics backend.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -19,7 +19,7 @@ use crate::config::{Config, LoadBalancerConfig};
 use crate::dead_letter::DeadLetters;
 use crate::load_balancing::{Balancer, Observation, Placement};
 use crate::messages::Message;
-use crate::store::Store;
+use crate::statistics::StatisticsStore;
 use crate::transport::{OutgoingRecord, Record, Transport};
 
 /// Kafka headers the Ylem load balancer adds, each a UUID as 16 raw bytes.
@@ -75,7 +75,7 @@ impl BalancerHandle {
 pub struct LoadBalancerArgs {
     pub config: LoadBalancerConfig,
     pub transport: Arc<dyn Transport>,
-    pub store: Arc<dyn Store>,
+    pub statistics: Arc<dyn StatisticsStore>,
     pub topic: String,
     pub handle: BalancerHandle,
 }
@@ -89,6 +89,21 @@ pub struct LoadBalancerState {
 
 pub struct LoadBalancer;
 
+/// Recent run durations per pipeline, newest first. An unreachable statistics backend starts
+/// the balancer cold instead of failing it: results then teach it the durations again.
+async fn warm_up_history(
+    statistics: &dyn StatisticsStore,
+    history_runs: u32,
+) -> Vec<(Uuid, Vec<u64>)> {
+    match statistics.run_durations(None, None, history_runs).await {
+        Ok(history) => history,
+        Err(err) => {
+            warn!(backend = statistics.backend(), error = %format!("{err:#}"), "failed to read recent run durations; the load balancer starts without duration history");
+            Vec::new()
+        }
+    }
+}
+
 impl Actor for LoadBalancer {
     type Msg = BalancerMsg;
     type State = LoadBalancerState;
@@ -101,11 +116,7 @@ impl Actor for LoadBalancer {
     ) -> Result<Self::State, ActorProcessingErr> {
         let partitions = args.transport.partition_count(&args.topic).await?;
         let mut balancer = Balancer::new(args.config.clone(), partitions);
-        let history = args
-            .store
-            .recent_run_durations(args.config.history_runs as u32)
-            .await
-            .map_err(|err| format!("failed to warm load balancer statistics: {err}"))?;
+        let history = warm_up_history(&*args.statistics, args.config.history_runs as u32).await;
         for (pipeline, durations) in &history {
             balancer.warm(*pipeline, durations);
         }

@@ -1,22 +1,25 @@
 //! The statistics listener stage: stores every result for statistics, once per result uuid.
-
-use std::sync::Arc;
+//!
+//! Results are written in batches by a [`StatisticsWriter`]. The handler returns only after
+//! its result is stored, so while the statistics backend is unreachable the records stay in
+//! flight and their offsets are not committed; see [`crate::statistics::writer`].
 
 use async_trait::async_trait;
 use tracing::{debug, warn};
 
 use super::RecordHandler;
 use crate::messages::{Message, TaskRunResult};
-use crate::store::{StatisticsRow, Store};
+use crate::statistics::writer::StatisticsWriter;
+use crate::store::StatisticsRow;
 use crate::transport::Record;
 
 pub struct StatisticsListener {
-    store: Arc<dyn Store>,
+    writer: StatisticsWriter,
 }
 
 impl StatisticsListener {
-    pub fn new(store: Arc<dyn Store>) -> StatisticsListener {
-        StatisticsListener { store }
+    pub fn new(writer: StatisticsWriter) -> StatisticsListener {
+        StatisticsListener { writer }
     }
 }
 
@@ -63,14 +66,12 @@ impl RecordHandler for StatisticsListener {
             warn!(result_uuid = %result.uuid, task_uuid = %result.task_uuid, "result without a run uuid is not counted in statistics");
             return Ok(());
         }
-        self.store
-            .store_statistics(&[statistics_row(&result)])
+        let result_uuid = result.uuid;
+        self.writer
+            .write(statistics_row(&result))
             .await
             .map_err(|err| {
-                anyhow::anyhow!(
-                    "failed to store statistics of result {}: {err}",
-                    result.uuid
-                )
+                anyhow::anyhow!("failed to store statistics of result {result_uuid}: {err:#}")
             })?;
         Ok(())
     }

@@ -1,5 +1,7 @@
 //! The body of each command.
 
+mod stats;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,13 +89,28 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
             }
         }
         Command::Actors { url, json } => show_actors(&url, json).await,
-        Command::Stats(StatsCommand::Pipeline {
-            name,
-            last_runs,
-            json,
-        }) => {
+        Command::Stats(command) => {
             let store = open_store(&config).await?;
-            pipeline_stats(&*store, &name, last_runs, json).await
+            let statistics = crate::statistics::open(&config, store.clone());
+            match command {
+                StatsCommand::Pipeline {
+                    name,
+                    last_runs,
+                    since,
+                    json,
+                } => {
+                    stats::pipeline_stats(&*store, &*statistics, &name, last_runs, since, json)
+                        .await
+                }
+                StatsCommand::SlowTasks {
+                    threshold_ms,
+                    since,
+                    limit,
+                    json,
+                } => {
+                    stats::slow_tasks(&*store, &*statistics, threshold_ms, since, limit, json).await
+                }
+            }
         }
     }
 }
@@ -437,38 +454,6 @@ fn print_run(detail: &RunDetail, json: bool) -> anyhow::Result<()> {
         &rows,
     );
     Ok(())
-}
-
-async fn pipeline_stats(
-    store: &dyn Store,
-    name: &str,
-    last_runs: u32,
-    json: bool,
-) -> anyhow::Result<i32> {
-    let Some(pipeline) = store.pipeline_by_name(name).await? else {
-        eprintln!(
-            "error: pipeline {name:?} not found; `ylem pipeline list` shows the applied pipelines"
-        );
-        return Ok(EXIT_INVALID_INPUT);
-    };
-    let statistics = store.pipeline_statistics(pipeline.uuid, last_runs).await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&statistics)?);
-        return Ok(0);
-    }
-    let ms = |value: Option<u64>| {
-        value
-            .map(|ms| format!("{ms} ms"))
-            .unwrap_or_else(|| "-".to_owned())
-    };
-    println!("pipeline:             {name}");
-    println!("runs:                 {}", statistics.runs);
-    println!("successful task runs: {}", statistics.successful_task_runs);
-    println!("failed task runs:     {}", statistics.failed_task_runs);
-    println!("run duration p50:     {}", ms(statistics.duration_p50_ms));
-    println!("run duration p80:     {}", ms(statistics.duration_p80_ms));
-    println!("run duration p95:     {}", ms(statistics.duration_p95_ms));
-    Ok(0)
 }
 
 async fn show_actors(url: &str, json: bool) -> anyhow::Result<i32> {

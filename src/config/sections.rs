@@ -332,15 +332,64 @@ impl Default for TriggerListenerConfig {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum StatisticsBackend {
-    /// A table in the store database.
+    /// The `task_run_statistics` table of the store database.
     #[default]
     Sqlite,
+    /// A ClickHouse table, written in batches over HTTP.
+    Clickhouse,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+impl StatisticsBackend {
+    pub fn name(self) -> &'static str {
+        match self {
+            StatisticsBackend::Sqlite => "sqlite",
+            StatisticsBackend::Clickhouse => "clickhouse",
+        }
+    }
+}
+
+/// Where results are stored for statistics, and how they are written.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StatisticsConfig {
     pub backend: StatisticsBackend,
+    /// ClickHouse HTTP interface (clickhouse only).
+    pub url: String,
+    /// ClickHouse database, created when missing (clickhouse only).
+    pub database: String,
+    /// ClickHouse table, created when missing (clickhouse only).
+    pub table: String,
+    /// ClickHouse user (clickhouse only).
+    pub user: String,
+    /// Environment variable that contains the ClickHouse password; no password when unset.
+    pub password_env: Option<String>,
+    /// A batch is written once it has this many results.
+    pub batch_size: usize,
+    /// A batch that is not full is written this long after its first result arrived.
+    pub batch_interval_ms: u64,
+    /// Results older than this many days are deleted. ClickHouse drops whole months, so it
+    /// keeps up to one month more.
+    pub retention_days: u32,
+    /// Results received but not yet stored, at most. When the backend is unreachable the
+    /// listener stops consuming at this bound and resumes once the backend accepts writes.
+    pub max_buffered_results: usize,
+}
+
+impl Default for StatisticsConfig {
+    fn default() -> Self {
+        StatisticsConfig {
+            backend: StatisticsBackend::Sqlite,
+            url: "http://127.0.0.1:18123".to_owned(),
+            database: "statistics".to_owned(),
+            table: "task_runs".to_owned(),
+            user: "default".to_owned(),
+            password_env: None,
+            batch_size: 1000,
+            batch_interval_ms: 1000,
+            retention_days: 90,
+            max_buffered_results: 10000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

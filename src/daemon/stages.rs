@@ -14,6 +14,7 @@ use crate::actors::statistics_listener::StatisticsListener;
 use crate::actors::task_runner::TaskRunner;
 use crate::actors::trigger_listener::TriggerListener;
 use crate::actors::RecordHandler;
+use crate::statistics::writer::{StatisticsWriter, WriterSettings};
 use crate::supervision::{ChildSpec, RestartPolicy};
 use crate::tasks::ExecutionContext;
 
@@ -42,6 +43,31 @@ fn consumer_spec(
     handler: Arc<dyn RecordHandler>,
     max_in_flight: usize,
 ) -> ChildSpec {
+    let max_buffered_records = max_in_flight.max(1) * 64;
+    consumer_spec_with_backlog(
+        runtime,
+        stage,
+        path,
+        group,
+        topic,
+        handler,
+        max_in_flight,
+        max_buffered_records,
+    )
+}
+
+/// A consumer whose partitions pause once `max_buffered_records` records are uncommitted.
+#[allow(clippy::too_many_arguments)]
+fn consumer_spec_with_backlog(
+    runtime: &Runtime,
+    stage: Stage,
+    path: String,
+    group: String,
+    topic: String,
+    handler: Arc<dyn RecordHandler>,
+    max_in_flight: usize,
+    max_buffered_records: usize,
+) -> ChildSpec {
     let runtime = runtime.clone();
     let consumer_path = path.clone();
     let workers = runtime.config.supervision.for_workers(stage.name());
@@ -55,7 +81,7 @@ fn consumer_spec(
             topics: vec![topic.clone()],
             handler: handler.clone(),
             max_in_flight,
-            max_buffered_records: max_in_flight.max(1) * 64,
+            max_buffered_records,
             policy: RestartPolicy::from(&workers),
             registry: runtime.registry.clone(),
             shutdown: runtime.shutdown.clone(),
@@ -104,7 +130,7 @@ pub(super) fn stage_children(runtime: &Runtime, stage: Stage) -> anyhow::Result<
                 move || LoadBalancerArgs {
                     config: balancer_runtime.config.load_balancer.clone(),
                     transport: balancer_runtime.transport.clone(),
-                    store: balancer_runtime.store.clone(),
+                    statistics: balancer_runtime.statistics.clone(),
                     topic: balancer_runtime
                         .config
                         .topics
@@ -182,15 +208,22 @@ pub(super) fn stage_children(runtime: &Runtime, stage: Stage) -> anyhow::Result<
             )]
         }
         Stage::Statistics => {
-            let listener = Arc::new(StatisticsListener::new(runtime.store.clone()));
-            vec![consumer_spec(
+            let settings = WriterSettings::from(&config.statistics);
+            let writer = StatisticsWriter::start(runtime.statistics.clone(), settings);
+            let listener = Arc::new(StatisticsListener::new(writer));
+            // Each handler call waits until its result's batch is stored, so a partition
+            // needs up to a batch of records in flight to fill batches. The writer bounds the
+            // rows waiting across partitions by max_buffered_results.
+            let max_in_flight = settings.batch_size.min(settings.max_buffered_results);
+            vec![consumer_spec_with_backlog(
                 runtime,
                 stage,
                 format!("statistics/{}", topics.task_run_results),
                 groups.statistics.clone(),
                 topics.task_run_results.clone(),
                 listener,
-                4,
+                max_in_flight,
+                max_in_flight * 2,
             )]
         }
     };
