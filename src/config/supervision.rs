@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::ConfigError;
 
-/// How a supervisor restarts its children when one of them fails.
+/// Restart strategy: which children restart when one of them fails.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {

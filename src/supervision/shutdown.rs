@@ -27,7 +27,7 @@ impl Default for ShutdownSignal {
 }
 
 impl ShutdownSignal {
-    /// A receiver that changes to `true` when the shutdown begins.
+    /// Returns a receiver that changes to `true` when the shutdown begins.
     pub fn subscribe(&self) -> watch::Receiver<bool> {
         self.begin.subscribe()
     }
@@ -42,7 +42,7 @@ impl ShutdownSignal {
         self.changed.notify_waiters();
     }
 
-    /// Forgets a consumer that stopped; `was_drained` says whether it had reported.
+    /// Forgets a consumer that stopped. `was_drained` tells whether it had reported drained.
     pub fn unregister(&self, was_drained: bool) {
         self.registered.fetch_sub(1, Ordering::SeqCst);
         if was_drained {

@@ -78,7 +78,7 @@ pub struct StageState {
 
 pub struct StageSupervisor;
 
-/// How a child ended.
+/// End of a child: a failure or a stop.
 enum ChildExit {
     Failed(String),
     Stopped(Option<String>),
@@ -93,7 +93,8 @@ impl StageState {
         })
     }
 
-    /// The children a failure of child `index` restarts under the strategy, in start order.
+    /// Returns the children that a failure of child `index` restarts under the strategy, in
+    /// start order.
     fn restart_group(&self, index: usize) -> Vec<usize> {
         match self.tracker.policy().strategy {
             Strategy::OneForOne => vec![index],

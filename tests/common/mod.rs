@@ -79,6 +79,8 @@ pub fn test_config(folder: &std::path::Path) -> Config {
     config.http.enabled = false;
     config.supervision.backoff_min_ms = 10;
     config.supervision.backoff_max_ms = 100;
+    config.task_runner.retry_backoff_min_ms = 50;
+    config.task_runner.retry_backoff_max_ms = 200;
     config
 }
 

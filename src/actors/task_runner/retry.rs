@@ -14,12 +14,12 @@ use crate::config::TaskRunnerConfig;
 use crate::messages::{ErrorSeverity, TaskMessage, TaskRunError, TaskRunResult};
 use crate::tasks::TaskFailure;
 
-/// The attempt number of a task message, starting at 1.
+/// Returns the attempt number of a task message, starting at 1.
 pub fn attempt_of(task: &TaskMessage) -> u32 {
     task.common.attempt.unwrap_or(1).max(1)
 }
 
-/// Executions allowed for a task.
+/// Returns the number of executions allowed for a task.
 pub fn max_attempts_of(task: &TaskMessage, config: &TaskRunnerConfig) -> u32 {
     task.common
         .max_attempts
@@ -27,7 +27,7 @@ pub fn max_attempts_of(task: &TaskMessage, config: &TaskRunnerConfig) -> u32 {
         .max(1)
 }
 
-/// The error of one failed attempt, numbered when the task may run more than once.
+/// Builds the error of one failed attempt, numbered when the task may run more than once.
 pub fn attempt_error(
     task: &TaskMessage,
     config: &TaskRunnerConfig,
@@ -46,7 +46,7 @@ pub fn attempt_error(
     TaskRunError::error(failure.code, message)
 }
 
-/// The task message of the next attempt, or `None` when the failure is final.
+/// Builds the task message of the next attempt, or `None` when the failure is final.
 pub fn next_attempt(
     task: &TaskMessage,
     config: &TaskRunnerConfig,
@@ -114,7 +114,8 @@ mod tests {
             "attempt 1 of 3: connection refused"
         );
         let wait = retry.common.retry_not_before_ms.unwrap() - Utc::now().timestamp_millis();
-        assert!(wait > 900 && wait <= 1_000, "{wait}");
+        assert!(wait > 900, "{wait}");
+        assert!(wait <= 1_000, "{wait}");
     }
 
     #[test]
