@@ -391,3 +391,51 @@ async fn sigterm_drains_runner_and_restart_finishes_runs() {
     let _ = restarted.wait();
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_at_random_points_loses_no_run() {
+    let _serial = SERIAL.lock().await;
+    let receiver = Receiver::start().await;
+    receiver.set_delay(Duration::from_millis(50));
+    let mut env = TestEnv::prepare(Backend::Kafka, |_, _| {}).await;
+    env.apply(&chain_pipeline("chaos-chain", &receiver)).await;
+    env.start_stages(&[
+        Stage::Publisher,
+        Stage::Balancer,
+        Stage::Triggers,
+        Stage::Statistics,
+    ])
+    .await;
+
+    let mut runs = Vec::new();
+    for _ in 0..20 {
+        runs.push(env.run("chaos-chain", Some("{}")).await);
+    }
+    // Kill the runner three times at random moments while the runs flow.
+    let mut runner = spawn_stage_process(&env, "runner");
+    for _ in 0..3 {
+        let pause = Duration::from_millis(rand::random_range(300..1_500));
+        tokio::time::sleep(pause).await;
+        runner.kill().unwrap();
+        let _ = runner.wait();
+        runner = spawn_stage_process(&env, "runner");
+    }
+
+    for run in &runs {
+        let detail = env
+            .finished_run_within(*run, Duration::from_secs(120))
+            .await;
+        assert!(detail.run.status.is_terminal());
+        assert_eq!(detail.run.status, RunStatus::Succeeded, "{detail:#?}");
+        let mut names: Vec<&str> = detail
+            .task_runs
+            .iter()
+            .map(|task| task.task_name.as_str())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["one", "three", "two"], "{detail:#?}");
+    }
+    runner.kill().unwrap();
+    let _ = runner.wait();
+    env.stop().await;
+}
