@@ -176,7 +176,7 @@ init_cluster() {
 
 write_settings() {
     as_owner tee "$SETTINGS_FILE" >/dev/null <<EOF
-# Written by scripts/postgres.sh on every start; edits here are overwritten.
+# Written by scripts/postgres.sh on every start, so edits here are lost.
 listen_addresses = '$HOST'
 port = $PORT
 unix_socket_directories = '$SOCKET_DIR'
@@ -224,7 +224,7 @@ start_locked() {
         print_log_tail
         die "PostgreSQL did not start within $START_TIMEOUT_S s; see the log above"
     fi
-    # pg_ctl -w waits for the socket; wait for TCP too, within the same bound.
+    # pg_ctl -w waits for the Unix socket only, so wait for TCP too, within the same bound.
     until accepts_connections; do
         if ((SECONDS - started >= START_TIMEOUT_S)); then
             print_log_tail
