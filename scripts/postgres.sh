@@ -224,7 +224,7 @@ start_locked() {
         print_log_tail
         die "PostgreSQL did not start within $START_TIMEOUT_S s; see the log above"
     fi
-    # pg_ctl -w waits for the Unix socket only, so wait for TCP too, within the same bound.
+    # pg_ctl -w waits for the ready mark in postmaster.pid. Check the TCP listener too, within the same bound.
     until accepts_connections; do
         if ((SECONDS - started >= START_TIMEOUT_S)); then
             print_log_tail
