@@ -60,8 +60,11 @@ impl PgStore {
     ) -> anyhow::Result<PgStore> {
         let shown_url = redact_url(url);
         let mut options = PgConnectOptions::from_str(url)
-            .map_err(|err| anyhow::anyhow!("invalid store.url {shown_url}: {err}"))?
-            .application_name("ylem");
+            .map_err(|err| anyhow::anyhow!("invalid store.url {shown_url}: {err}"))?;
+        // pg_stat_activity shows this name; `?application_name=...` in the URL overrides it.
+        if options.get_application_name().is_none() {
+            options = options.application_name("ylem");
+        }
         if let Some(password) = password {
             options = options.password(password);
         }
