@@ -314,7 +314,10 @@ async fn schedule_change_keeps_claimed_and_manual_runs(backend: Backend) {
     let test = TestStore::open(backend).await;
     let store = &*test.store;
     let old = pipeline("reports", Some("0 * * * *|UTC"), 1);
-    store.apply_pipelines(&[old.clone()]).await.unwrap();
+    store
+        .apply_pipelines(std::slice::from_ref(&old))
+        .await
+        .unwrap();
 
     let now = now_ms();
     let past = now - hours(1);
@@ -431,7 +434,10 @@ async fn claim_respects_lease(backend: Backend) {
     let test = TestStore::open(backend).await;
     let store = &*test.store;
     let hourly = pipeline("hourly", Some("0 * * * *|UTC"), 1);
-    store.apply_pipelines(&[hourly.clone()]).await.unwrap();
+    store
+        .apply_pipelines(std::slice::from_ref(&hourly))
+        .await
+        .unwrap();
     let now = now_ms();
     let fire_times: Vec<DateTime<Utc>> = (1..=3).map(|count| now - hours(count)).collect();
     store
@@ -470,7 +476,10 @@ async fn claim_returns_oldest_first_up_to_limit(backend: Backend) {
     let test = TestStore::open(backend).await;
     let store = &*test.store;
     let hourly = pipeline("hourly", Some("0 * * * *|UTC"), 1);
-    store.apply_pipelines(&[hourly.clone()]).await.unwrap();
+    store
+        .apply_pipelines(std::slice::from_ref(&hourly))
+        .await
+        .unwrap();
     let now = now_ms();
     let fire_times: Vec<DateTime<Utc>> = (1..=5).map(|count| now - hours(count)).collect();
     store
@@ -499,7 +508,10 @@ async fn completed_fire_time_is_not_inserted_again(backend: Backend) {
     let test = TestStore::open(backend).await;
     let store = &*test.store;
     let hourly = pipeline("hourly", Some("0 * * * *|UTC"), 1);
-    store.apply_pipelines(&[hourly.clone()]).await.unwrap();
+    store
+        .apply_pipelines(std::slice::from_ref(&hourly))
+        .await
+        .unwrap();
     let now = now_ms();
     let fire_time = now - hours(1);
     store
@@ -846,7 +858,10 @@ async fn statistics_dedup_and_percentiles(backend: Backend) {
 async fn concurrent_claims_take_disjoint_runs(backend: Backend) {
     let test = TestStore::open(backend).await;
     let hourly = pipeline("hourly", Some("* * * * *|UTC"), 1);
-    test.store.apply_pipelines(&[hourly.clone()]).await.unwrap();
+    test.store
+        .apply_pipelines(std::slice::from_ref(&hourly))
+        .await
+        .unwrap();
     let now = now_ms();
     let fire_times: Vec<DateTime<Utc>> = (1..=300)
         .map(|minute| now - chrono::Duration::minutes(minute))
