@@ -5,8 +5,8 @@
 # broker, which scripts/kafka.sh fetches through Maven and starts on 127.0.0.1:19092 (Java 17+
 # and Maven are needed). Set YLEM_TEST_KAFKA_BOOTSTRAP to use another broker instead; the
 # script then starts none. PostgreSQL tests (the store suite, the two-publisher test and the
-# query tasks) use the private cluster of scripts/postgres.sh on 127.0.0.1:15432, which the
-# script installs with apt-get if needed and starts; set YLEM_TEST_POSTGRES_URL and
+# query tasks) use the private cluster of scripts/postgres.sh on 127.0.0.1:15432, which this
+# script starts (installing PostgreSQL with apt-get if needed). Set YLEM_TEST_POSTGRES_URL and
 # YLEM_TEST_POSTGRES_PASSWORD to use another server instead. HTTP servers are started by the
 # tests themselves on 127.0.0.1.
 set -euo pipefail

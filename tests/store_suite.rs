@@ -341,8 +341,8 @@ async fn schedule_change_keeps_claimed_and_manual_runs(backend: Backend) {
         .await
         .unwrap();
 
-    // A publisher four hours ahead holds the past run, the manual run and the first future
-    // run; the two later future runs stay unclaimed.
+    // A publisher four hours ahead claims the past run, the manual run and the first future
+    // run. The two later future runs stay unclaimed.
     let held = store
         .claim_due_runs("ahead", now + hours(4), Duration::from_secs(3600), 3)
         .await

@@ -2,9 +2,9 @@
 //! machines.
 //!
 //! It keeps the tables of the SQLite store and behaves the same way. Two places differ
-//! because several publishers and trigger listeners may write at once: due runs are claimed
-//! with `FOR UPDATE SKIP LOCKED`, so concurrent publishers take disjoint rows, and a result is
-//! recorded while the transaction holds a row lock on its run (see `runs.rs`).
+//! because several publishers and trigger listeners may write at once. Due runs are claimed
+//! with `FOR UPDATE SKIP LOCKED`, so concurrent publishers take disjoint rows. A result is
+//! recorded in a transaction that first locks its run's row (see `runs.rs`).
 //!
 //! Times are Unix milliseconds in BIGINT columns. Lease expiry compares them with the time
 //! the caller passes in, so publishers on different machines need synchronised clocks.

@@ -78,8 +78,8 @@ impl PgStore {
                 replace_graph(&mut transaction, pipeline).await?;
 
                 if old_fingerprint.is_some() && old_fingerprint != pipeline.schedule_fingerprint {
-                    // Only runs of the old schedule that no publisher holds go; manual runs and
-                    // runs already claimed for publishing stay.
+                    // Only unclaimed runs of the old schedule are deleted. Manual runs and runs
+                    // a publisher has claimed stay.
                     removed_scheduled_runs = sqlx::query(
                         "DELETE FROM scheduled_runs WHERE pipeline_uuid = $1 AND kind = 'schedule' \
                          AND schedule_fingerprint IS DISTINCT FROM $2 AND execute_at > $3 \
