@@ -55,6 +55,10 @@ pub enum Command {
         /// Pipeline files or folders to apply before starting (added to pipelines.apply_on_start).
         #[arg(long)]
         apply: Vec<PathBuf>,
+        /// Address of the HTTP endpoint, overriding http.listen; `off` serves none. Each
+        /// process on one machine needs its own address.
+        #[arg(long)]
+        http_listen: Option<String>,
     },
     /// Applies, lists and runs pipelines.
     #[command(subcommand)]
@@ -65,6 +69,14 @@ pub enum Command {
     /// Prints run statistics.
     #[command(subcommand)]
     Stats(StatsCommand),
+    /// Prints the supervision tree of a running daemon: states, restarts, last failures.
+    Actors {
+        /// Address of the daemon's HTTP endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:7335")]
+        url: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]

@@ -4,6 +4,7 @@
 //! Unknown keys are rejected so that a misspelt option fails at start instead of being ignored.
 
 mod sections;
+pub mod supervision;
 
 use std::path::Path;
 
@@ -141,24 +142,7 @@ impl Config {
                 format!("is not a socket address ({err}); write it as 127.0.0.1:7335"),
             ));
         }
-        let supervision = &self.supervision;
-        if supervision.backoff_min_ms > supervision.backoff_max_ms {
-            return Err(ConfigError::new(
-                "supervision.backoff_min_ms",
-                supervision.backoff_min_ms,
-                format!(
-                    "is larger than supervision.backoff_max_ms ({}); lower it or raise the maximum",
-                    supervision.backoff_max_ms
-                ),
-            ));
-        }
-        if supervision.max_restarts_window_secs == 0 {
-            return Err(ConfigError::new(
-                "supervision.max_restarts_window_secs",
-                0,
-                "must be at least 1",
-            ));
-        }
+        self.supervision.validate()?;
         for (name, source) in &self.sources {
             source.validate(name)?;
         }
@@ -367,5 +351,19 @@ mod shipped_config_tests {
             defaults.task_runner.timeouts_ms
         );
         assert!(config.sources.contains_key("penguins"));
+    }
+}
+
+#[cfg(test)]
+mod shipped_kafka_config_tests {
+    use super::*;
+
+    #[test]
+    fn shipped_kafka_config_is_valid() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.kafka.toml");
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.transport.kind, TransportKind::Kafka);
+        assert_eq!(config.topics.partitions.task_runs_load_balanced, 12);
+        assert_eq!(config.transport.kafka.bootstrap_servers, "127.0.0.1:19092");
     }
 }

@@ -8,14 +8,14 @@ mod stages;
 
 use ractor::{Actor, ActorCell, ActorRef};
 use tokio::task::JoinHandle;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::actors::load_balancer::BalancerHandle;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::store::Store;
 use crate::supervision::{
-    ActorRegistry, RestartPolicy, StageMsg, StageSupervisor, StageSupervisorArgs,
+    ActorRegistry, RestartPolicy, ShutdownSignal, StageMsg, StageSupervisor, StageSupervisorArgs,
     EXIT_STAGE_GAVE_UP,
 };
 use crate::transport::Transport;
@@ -98,6 +98,7 @@ pub struct Runtime {
     pub catalog: Arc<Catalog>,
     pub registry: ActorRegistry,
     pub balancer: BalancerHandle,
+    pub shutdown: Arc<ShutdownSignal>,
 }
 
 impl Runtime {
@@ -113,6 +114,7 @@ impl Runtime {
             transport,
             registry: ActorRegistry::new(),
             balancer: BalancerHandle::default(),
+            shutdown: Arc::new(ShutdownSignal::default()),
         }
     }
 
@@ -174,7 +176,9 @@ impl Daemon {
                 StageSupervisorArgs {
                     stage: stage.name().to_owned(),
                     children,
-                    policy: RestartPolicy::from(&runtime.config.supervision),
+                    policy: RestartPolicy::from(
+                        &runtime.config.supervision.for_stage(stage.name()),
+                    ),
                     registry: runtime.registry.clone(),
                 },
             )
@@ -206,7 +210,8 @@ impl Daemon {
 
         let code = tokio::select! {
             _ = shutdown_signal() => {
-                info!("shutdown signal received; stopping stages");
+                info!("shutdown signal received; draining in-flight work (a second signal stops at once)");
+                self.drain_with_second_signal().await;
                 0
             }
             (_, index, _) = stage_exit => {
@@ -222,6 +227,30 @@ impl Daemon {
         }
         info!(exit_code = code, "daemon stopped");
         code
+    }
+
+    /// Lets consumers finish their in-flight records, within the shutdown timeout or until a
+    /// second signal.
+    async fn drain_with_second_signal(&self) {
+        tokio::select! {
+            drained = self.drain() => {
+                if !drained {
+                    warn!(timeout_ms = self.runtime.config.supervision.shutdown_timeout_ms, "shutdown timeout passed with work in flight; unfinished records are redone after a restart");
+                }
+            }
+            _ = shutdown_signal() => warn!("second shutdown signal; stopping at once"),
+        }
+    }
+
+    /// Stops reading new records and waits until every consumer of this process finished its
+    /// in-flight records and published their results, or the shutdown timeout passes. Returns
+    /// whether everything drained. The stages still run afterwards; stop them with [`Daemon::stop`].
+    pub async fn drain(&self) -> bool {
+        let timeout =
+            std::time::Duration::from_millis(self.runtime.config.supervision.shutdown_timeout_ms);
+        let drained = self.runtime.shutdown.drain(timeout).await;
+        info!(drained, "in-flight work drained");
+        drained
     }
 
     /// Stops every stage and waits for them.

@@ -6,10 +6,12 @@
 
 pub mod policy;
 pub mod registry;
+pub mod shutdown;
 pub mod stage;
 
 pub use policy::{RestartDecision, RestartPolicy, RestartTracker};
 pub use registry::{ActorRegistry, ActorState, ActorStatus};
+pub use shutdown::ShutdownSignal;
 pub use stage::{ChildSpec, StageMsg, StageSupervisor, StageSupervisorArgs};
 
 /// Exit code of the process when a stage gave up restarting its children.

@@ -121,28 +121,28 @@ async fn slow_pipelines_stay_off_fast_pool(backend: Backend) {
             .push(record.partition);
     }
 
-    // Ten partitions: 0..6 are the slow pool, 6..10 the fast pool.
+    // Twelve partitions: 0..7 are the slow pool, 7..12 the fast pool.
     assert!(
-        partitions[&slow].iter().all(|partition| *partition < 6),
+        partitions[&slow].iter().all(|partition| *partition < 7),
         "{:?}",
         partitions[&slow]
     );
     assert!(
-        partitions[&fast].iter().all(|partition| *partition >= 6),
+        partitions[&fast].iter().all(|partition| *partition >= 7),
         "{:?}",
         partitions[&fast]
     );
     assert!(
         run_partitions[&first_fresh]
             .iter()
-            .all(|partition| *partition < 6),
+            .all(|partition| *partition < 7),
         "{:?}",
         run_partitions[&first_fresh]
     );
     assert!(
         run_partitions[&second_fresh]
             .iter()
-            .all(|partition| *partition >= 6),
+            .all(|partition| *partition >= 7),
         "{:?}",
         run_partitions[&second_fresh]
     );

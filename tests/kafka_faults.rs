@@ -344,3 +344,50 @@ async fn poison_record_is_dead_lettered_and_partition_moves_on() {
     assert!(reason.contains("unknown message name"), "{reason}");
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_drains_runner_and_restart_finishes_runs() {
+    let _serial = SERIAL.lock().await;
+    let receiver = Receiver::start().await;
+    receiver.set_delay(Duration::from_millis(800));
+    let mut env = TestEnv::prepare(Backend::Kafka, |_, _| {}).await;
+    env.apply(&chain_pipeline("term-chain", &receiver)).await;
+    env.start_stages(&[Stage::Publisher, Stage::Balancer, Stage::Triggers])
+        .await;
+    let mut runner = spawn_stage_process(&env, "runner");
+
+    let mut runs = Vec::new();
+    for _ in 0..6 {
+        runs.push(env.run("term-chain", Some("{}")).await);
+    }
+    wait_for("tasks in flight", Duration::from_secs(60), || {
+        let count = receiver.received().len();
+        async move { (count >= 3).then_some(()) }
+    })
+    .await;
+    let status = Command::new("kill")
+        .args(["-TERM", &runner.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || runner.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.code(), Some(0), "a drained runner exits 0");
+
+    let mut restarted = spawn_stage_process(&env, "runner");
+    for run in &runs {
+        let detail = env.finished_run(*run).await;
+        assert_eq!(detail.run.status, RunStatus::Succeeded, "{detail:#?}");
+        assert_eq!(detail.task_runs.len(), 3);
+    }
+    assert_eq!(
+        receiver.received().len(),
+        runs.len() * 3,
+        "no task ran twice"
+    );
+    restarted.kill().unwrap();
+    let _ = restarted.wait();
+    env.stop().await;
+}

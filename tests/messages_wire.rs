@@ -35,7 +35,8 @@ const SAMPLES: &[&str] = &[
     "source.status_toggled",
 ];
 
-/// Task types that this runtime does not execute; their type fields are kept as they came.
+/// Samples of the task types that this runtime does not execute. Their type fields are kept as
+/// they came.
 const UNEXECUTED_TASK_SAMPLES: &[&str] = &[
     "tasks.aggregate_data",
     "tasks.merge",
@@ -58,7 +59,7 @@ fn uuid(text: &str) -> Uuid {
     Uuid::parse_str(text).expect("test UUID is valid")
 }
 
-/// The `task_uuid` of the sample numbered `number`.
+/// Builds the `task_uuid` of sample number `number`.
 fn task_uuid(number: u8) -> Uuid {
     uuid(&format!("1a2b3c4d-0001-4000-8000-0000000000{number:02}"))
 }
@@ -98,7 +99,7 @@ fn result_sample(stem: &str) -> TaskRunResult {
     }
 }
 
-/// The encoded envelope of a decoded sample, parsed back into JSON for key checks.
+/// Decodes a sample, encodes it again and parses the encoding as JSON for key checks.
 fn encoded_json(stem: &str) -> Value {
     serde_json::from_slice(&decode_sample(stem).encode()).expect("encoding is JSON")
 }
@@ -112,7 +113,8 @@ fn assert_run_ids(task: &TaskMessage) {
     assert_eq!(task.common.creator_uuid, Uuid::nil());
 }
 
-/// The header name of a sample: the file stem up to the variant suffix of the result samples.
+/// Returns the header name of a sample: the file stem without the variant suffix of the result
+/// samples.
 fn message_name_of(stem: &str) -> &str {
     stem.strip_suffix(".successful")
         .or_else(|| stem.strip_suffix(".failed"))
@@ -259,7 +261,8 @@ fn call_api_decodes_integration() {
         "https://counts.example.test/v1/penguins"
     );
     assert_eq!(call.integration.auth_type, "bearer");
-    // Ylem's encrypted token is not a field here; secrets are named by environment variable.
+    // Ylem's encrypted token is not a field here, because secrets are named by environment
+    // variable.
     assert_eq!(call.integration.auth_bearer_token_env, "");
 }
 
@@ -492,7 +495,7 @@ fn every_sample_survives_round_trip() {
 
 #[test]
 fn result_round_trip_keeps_nanoseconds() {
-    // Go's encoding/json writes time.Time as RFC 3339 with up to nine fraction digits.
+    // Go's time.Time.MarshalJSON writes RFC 3339 with sub-second precision, down to nanoseconds.
     let result = result_sample("result.task_run.successful");
     assert_eq!(result.executed_at.nanosecond(), 123_456_789);
 
@@ -829,8 +832,8 @@ fn fnv1a_32(bytes: &[u8]) -> u32 {
     hash
 }
 
-/// The partition sarama's default hash partitioner picks: the hash as a signed 32-bit integer,
-/// its remainder by the partition count, and the absolute value of that.
+/// Computes the partition by the rule of sarama's hash partitioner: the hash as a signed 32-bit
+/// integer, its remainder by the partition count, and the absolute value of that.
 fn sarama_partition(key: &[u8], partitions: u32) -> u32 {
     let signed = fnv1a_32(key) as i32;
     let remainder = signed % partitions as i32;

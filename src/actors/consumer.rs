@@ -16,7 +16,9 @@ use tracing::{error, info, warn};
 
 use super::partition_worker::{PartitionWorker, PartitionWorkerArgs, WorkerMsg};
 use super::RecordHandler;
-use crate::supervision::{ActorRegistry, RestartDecision, RestartPolicy, RestartTracker};
+use crate::supervision::{
+    ActorRegistry, RestartDecision, RestartPolicy, RestartTracker, ShutdownSignal,
+};
 use crate::transport::{Consumer, ConsumerEvent, DrainAck, Record, TopicPartition, Transport};
 
 pub struct ConsumerArgs {
@@ -30,9 +32,12 @@ pub struct ConsumerArgs {
     pub max_buffered_records: usize,
     pub policy: RestartPolicy,
     pub registry: ActorRegistry,
+    pub shutdown: Arc<ShutdownSignal>,
 }
 
 pub enum ConsumerMsg {
+    /// The process is stopping: read no more records, drain every partition, report.
+    BeginShutdown,
     Event(ConsumerEvent),
     PollFailed(String),
     /// Every record of the partition before `next_offset` is done.
@@ -58,12 +63,24 @@ struct PartitionSlot {
     /// Revoked: the worker finishes what it started and takes nothing new.
     draining: bool,
     tracker: RestartTracker,
+    /// Every worker this partition had since it was assigned. A failed worker's last commit
+    /// report can arrive after its failure (supervision events overtake ordinary messages),
+    /// and it is still valid: a worker reports only offsets below which all is done.
+    workers: Vec<ActorId>,
+    /// Offset of the last commit, which only moves forward.
+    committed: Option<u64>,
 }
 
-/// A revocation waiting for its partitions to drain.
+/// A revocation or shutdown waiting for its partitions to drain.
 struct PendingDrain {
-    ack: DrainAck,
+    ack: DrainWaiter,
     partitions: BTreeSet<TopicPartition>,
+}
+
+/// Who waits for a drain.
+enum DrainWaiter {
+    Transport(DrainAck),
+    Shutdown,
 }
 
 pub struct ConsumerState {
@@ -72,6 +89,9 @@ pub struct ConsumerState {
     poller: JoinHandle<()>,
     partitions: HashMap<TopicPartition, PartitionSlot>,
     pending_drains: Vec<PendingDrain>,
+    shutdown_watch: JoinHandle<()>,
+    /// Set once this consumer reported itself drained for shutdown.
+    reported_drained: bool,
 }
 
 pub struct ConsumerActor;
@@ -110,8 +130,13 @@ impl ConsumerState {
         partitions: Vec<TopicPartition>,
     ) -> Result<(), ActorProcessingErr> {
         info!(consumer = %self.args.path, group = %self.args.group, partitions = ?partitions, "partitions assigned");
+        if self.args.shutdown.has_begun() {
+            // A shutting-down member starts no work; the group moves the partitions on.
+            return Ok(());
+        }
         for partition in partitions {
             let worker = self.spawn_worker(myself, &partition).await?;
+            let worker_id = worker.get_id();
             self.partitions.insert(
                 partition,
                 PartitionSlot {
@@ -120,6 +145,8 @@ impl ConsumerState {
                     paused: false,
                     draining: false,
                     tracker: RestartTracker::new(self.args.policy.clone()),
+                    workers: vec![worker_id],
+                    committed: None,
                 },
             );
         }
@@ -129,7 +156,7 @@ impl ConsumerState {
     fn on_revoked(&mut self, partitions: Vec<TopicPartition>, drained: Option<DrainAck>) {
         info!(consumer = %self.args.path, group = %self.args.group, partitions = ?partitions, "partitions revoked");
         if let Some(ack) = drained {
-            self.drain(partitions, ack);
+            self.drain(partitions, DrainWaiter::Transport(ack));
             return;
         }
         for partition in partitions {
@@ -147,7 +174,7 @@ impl ConsumerState {
 
     /// Lets the workers of revoked partitions finish their in-flight records, then releases
     /// the partitions through `ack`.
-    fn drain(&mut self, partitions: Vec<TopicPartition>, ack: DrainAck) {
+    fn drain(&mut self, partitions: Vec<TopicPartition>, ack: DrainWaiter) {
         let mut waiting = BTreeSet::new();
         for partition in partitions {
             let Some(slot) = self.partitions.get_mut(&partition) else {
@@ -165,7 +192,7 @@ impl ConsumerState {
             }
         }
         if waiting.is_empty() {
-            ack.done();
+            self.release(ack);
         } else {
             self.pending_drains.push(PendingDrain {
                 ack,
@@ -181,14 +208,40 @@ impl ConsumerState {
         for pending in &mut self.pending_drains {
             pending.partitions.remove(partition);
         }
-        self.pending_drains.retain(|pending| {
-            if pending.partitions.is_empty() {
-                pending.ack.done();
-                false
-            } else {
-                true
+        let (finished, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_drains)
+            .into_iter()
+            .partition(|pending| pending.partitions.is_empty());
+        self.pending_drains = waiting;
+        for pending in finished {
+            self.release(pending.ack);
+        }
+    }
+
+    fn release(&mut self, waiter: DrainWaiter) {
+        match waiter {
+            DrainWaiter::Transport(ack) => ack.done(),
+            DrainWaiter::Shutdown => {
+                info!(consumer = %self.args.path, "consumer drained for shutdown");
+                self.reported_drained = true;
+                self.args.shutdown.mark_drained();
             }
-        });
+        }
+    }
+
+    /// Stops reading and drains every partition; the shutdown signal learns when it is done.
+    fn begin_shutdown(&mut self) {
+        if self.reported_drained
+            || self
+                .pending_drains
+                .iter()
+                .any(|pending| matches!(pending.ack, DrainWaiter::Shutdown))
+        {
+            return;
+        }
+        self.poller.abort();
+        let partitions: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
+        info!(consumer = %self.args.path, partitions = partitions.len(), "draining for shutdown");
+        self.drain(partitions, DrainWaiter::Shutdown);
     }
 
     fn on_drained(&mut self, partition: TopicPartition, worker: ActorId, next_offset: Option<u64>) {
@@ -236,14 +289,18 @@ impl ConsumerState {
         let Some(slot) = self.partitions.get_mut(&partition) else {
             return;
         };
-        // A report from a worker that was replaced may describe records it never finished.
-        if slot.worker.as_ref().map(|current| current.get_id()) != Some(worker) {
+        if !slot.workers.contains(&worker)
+            || slot
+                .committed
+                .is_some_and(|committed| next_offset <= committed)
+        {
             return;
         }
         if let Err(err) = self.consumer.commit(&partition, next_offset) {
             warn!(consumer = %self.args.path, %partition, next_offset, error = %err, "offset commit failed; the records after the last commit may be processed again");
             return;
         }
+        slot.committed = Some(next_offset);
         while slot
             .uncommitted
             .front()
@@ -308,6 +365,7 @@ impl ConsumerState {
         let worker = self.spawn_worker(myself, &partition).await?;
         let path = self.worker_path(&partition);
         let slot = self.partitions.get_mut(&partition).expect("checked above");
+        slot.workers.push(worker.get_id());
         for record in &slot.uncommitted {
             worker.cast(WorkerMsg::Record(record.clone()))?;
         }
@@ -338,6 +396,9 @@ impl Actor for ConsumerActor {
                 )
             })?;
         let poller = tokio::spawn(poll_events(consumer.clone(), myself.clone()));
+        args.shutdown.register();
+        let shutdown_watch =
+            tokio::spawn(watch_shutdown(args.shutdown.subscribe(), myself.clone()));
         info!(consumer = %args.path, group = %args.group, topics = ?args.topics, "consumer started");
         Ok(ConsumerState {
             args,
@@ -345,6 +406,8 @@ impl Actor for ConsumerActor {
             poller,
             partitions: HashMap::new(),
             pending_drains: Vec::new(),
+            shutdown_watch,
+            reported_drained: false,
         })
     }
 
@@ -354,6 +417,8 @@ impl Actor for ConsumerActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         state.poller.abort();
+        state.shutdown_watch.abort();
+        state.args.shutdown.unregister(state.reported_drained);
         for (partition, slot) in state.partitions.drain() {
             if let Some(worker) = slot.worker {
                 worker.stop(Some("consumer stopping".to_owned()));
@@ -388,6 +453,7 @@ impl Actor for ConsumerActor {
                 worker,
                 next_offset,
             } => state.on_drained(partition, worker, next_offset),
+            ConsumerMsg::BeginShutdown => state.begin_shutdown(),
             ConsumerMsg::PollFailed(reason) => {
                 return Err(
                     format!("consumer of group {} failed: {reason}", state.args.group).into(),
@@ -441,6 +507,16 @@ impl Actor for ConsumerActor {
 
 /// Stop reason of a worker that drained its partition.
 pub const DRAINED_REASON: &str = "drained";
+
+/// Tells the consumer when the process begins to shut down.
+async fn watch_shutdown(
+    mut begin: tokio::sync::watch::Receiver<bool>,
+    actor: ActorRef<ConsumerMsg>,
+) {
+    if begin.wait_for(|begun| *begun).await.is_ok() {
+        let _ = actor.cast(ConsumerMsg::BeginShutdown);
+    }
+}
 
 /// Reads the transport until it fails or the actor is gone.
 async fn poll_events(consumer: Arc<dyn Consumer>, actor: ActorRef<ConsumerMsg>) {

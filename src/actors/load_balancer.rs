@@ -226,7 +226,7 @@ impl RecordHandler for TaskRouter {
                 (Uuid::nil(), run, Uuid::nil(), Uuid::nil(), Uuid::nil())
             }
         };
-        // Tasks from Ylem carry a nil task run id; the task id then tells them apart.
+        // Tasks from Ylem carry a nil task run id, so the task id identifies their work instead.
         let work_key = if task_run.is_nil() { task } else { task_run };
         let balancer = self.handle.get()?;
         let placement = ractor::call!(balancer, |reply| BalancerMsg::Place {

@@ -93,7 +93,7 @@ impl WorkerState {
         Ok(())
     }
 
-    /// The offset below which every record of this worker is done.
+    /// Returns the offset below which every record of this worker is done.
     fn commit_point(&self) -> Option<u64> {
         let lowest_pending = self
             .in_flight

@@ -20,7 +20,7 @@ impl StatisticsListener {
     }
 }
 
-/// The statistics row of a result.
+/// Builds the statistics row of a result.
 pub fn statistics_row(result: &TaskRunResult) -> StatisticsRow {
     StatisticsRow {
         result_uuid: result.uuid,

@@ -32,7 +32,7 @@ pub struct TriggerListener {
     config: Arc<Config>,
 }
 
-/// What a result leads to.
+/// Trigger type and input of the tasks that follow a result.
 struct NextStep {
     trigger_type: TriggerType,
     input: Vec<u8>,

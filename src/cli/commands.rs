@@ -36,7 +36,26 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
         }
     };
     match cli.command {
-        Command::Run { stages, apply } => run_daemon(config, &stages, &apply).await,
+        Command::Run {
+            stages,
+            apply,
+            http_listen,
+        } => {
+            let mut config = Arc::unwrap_or_clone(config);
+            match http_listen.as_deref() {
+                Some("off") => config.http.enabled = false,
+                Some(listen) => {
+                    config.http.enabled = true;
+                    config.http.listen = listen.to_owned();
+                    if let Err(err) = config.validate() {
+                        eprintln!("error: --http-listen: {err}");
+                        return Ok(EXIT_INVALID_INPUT);
+                    }
+                }
+                None => {}
+            }
+            run_daemon(Arc::new(config), &stages, &apply).await
+        }
         Command::Pipeline(command) => {
             let store = open_store(&config).await?;
             match command {
@@ -66,6 +85,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
                 RunsCommand::Show { run_uuid, json } => show_run(&*store, &run_uuid, json).await,
             }
         }
+        Command::Actors { url, json } => show_actors(&url, json).await,
         Command::Stats(StatsCommand::Pipeline {
             name,
             last_runs,
@@ -420,5 +440,53 @@ async fn pipeline_stats(
     println!("run duration p50:     {}", ms(statistics.duration_p50_ms));
     println!("run duration p80:     {}", ms(statistics.duration_p80_ms));
     println!("run duration p95:     {}", ms(statistics.duration_p95_ms));
+    Ok(0)
+}
+
+async fn show_actors(url: &str, json: bool) -> anyhow::Result<i32> {
+    let endpoint = format!("{}/api/actors", url.trim_end_matches('/'));
+    let response = match reqwest::get(&endpoint).await {
+        Ok(response) => response,
+        Err(err) => {
+            eprintln!("error: failed to reach the daemon at {endpoint}: {err}; is `ylem run` running with its HTTP endpoint on that address?");
+            return Ok(EXIT_FAILURE);
+        }
+    };
+    if !response.status().is_success() {
+        eprintln!("error: {endpoint} returned {}", response.status());
+        return Ok(EXIT_FAILURE);
+    }
+    let actors: Vec<serde_json::Value> = response.json().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&actors)?);
+        return Ok(0);
+    }
+    let text = |value: &serde_json::Value| match value {
+        serde_json::Value::Null => "-".to_owned(),
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    let rows: Vec<Vec<String>> = actors
+        .iter()
+        .map(|actor| {
+            vec![
+                text(&actor["path"]),
+                text(&actor["state"]),
+                text(&actor["restarts"]),
+                text(&actor["last_failure_at"]),
+                text(&actor["last_failure"]),
+            ]
+        })
+        .collect();
+    table::print(
+        &[
+            "ACTOR",
+            "STATE",
+            "RESTARTS",
+            "LAST FAILURE AT",
+            "LAST FAILURE",
+        ],
+        &rows,
+    );
     Ok(0)
 }

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+pub use super::supervision::SupervisionConfig;
+
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -146,7 +148,7 @@ impl Default for PartitionsConfig {
     fn default() -> Self {
         PartitionsConfig {
             task_runs: 4,
-            task_runs_load_balanced: 10,
+            task_runs_load_balanced: 12,
             task_run_results: 4,
             side_topics: 1,
         }
@@ -327,29 +329,6 @@ pub enum StatisticsBackend {
 #[serde(deny_unknown_fields, default)]
 pub struct StatisticsConfig {
     pub backend: StatisticsBackend,
-}
-
-/// Restart policy of every stage supervisor.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SupervisionConfig {
-    /// Restarts allowed within the window before the stage gives up and the process exits.
-    pub max_restarts: u32,
-    pub max_restarts_window_secs: u64,
-    /// Delay before the first restart; it doubles with each restart up to the maximum.
-    pub backoff_min_ms: u64,
-    pub backoff_max_ms: u64,
-}
-
-impl Default for SupervisionConfig {
-    fn default() -> Self {
-        SupervisionConfig {
-            max_restarts: 10,
-            max_restarts_window_secs: 60,
-            backoff_min_ms: 100,
-            backoff_max_ms: 10_000,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

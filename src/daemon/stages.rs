@@ -34,6 +34,7 @@ where
 
 fn consumer_spec(
     runtime: &Runtime,
+    stage: Stage,
     path: String,
     group: String,
     topic: String,
@@ -53,8 +54,9 @@ fn consumer_spec(
             handler: handler.clone(),
             max_in_flight,
             max_buffered_records: max_in_flight.max(1) * 64,
-            policy: RestartPolicy::from(&runtime.config.supervision),
+            policy: RestartPolicy::from(&runtime.config.supervision.for_workers(stage.name())),
             registry: runtime.registry.clone(),
+            shutdown: runtime.shutdown.clone(),
         },
     )
 }
@@ -117,6 +119,7 @@ pub(super) fn stage_children(runtime: &Runtime, stage: Stage) -> anyhow::Result<
                 balancer,
                 consumer_spec(
                     runtime,
+                    stage,
                     format!("balancer/{}", topics.task_runs),
                     groups.load_balancer.clone(),
                     topics.task_runs.clone(),
@@ -125,6 +128,7 @@ pub(super) fn stage_children(runtime: &Runtime, stage: Stage) -> anyhow::Result<
                 ),
                 consumer_spec(
                     runtime,
+                    stage,
                     format!("balancer/{}", topics.task_run_results),
                     groups.load_balancer_results.clone(),
                     topics.task_run_results.clone(),
@@ -143,6 +147,7 @@ pub(super) fn stage_children(runtime: &Runtime, stage: Stage) -> anyhow::Result<
             ));
             vec![consumer_spec(
                 runtime,
+                stage,
                 format!("runner/{}", topics.task_runs_load_balanced),
                 groups.task_runner.clone(),
                 topics.task_runs_load_balanced.clone(),
@@ -162,6 +167,7 @@ pub(super) fn stage_children(runtime: &Runtime, stage: Stage) -> anyhow::Result<
             // outstanding count is updated in their order.
             vec![consumer_spec(
                 runtime,
+                stage,
                 format!("triggers/{}", topics.task_run_results),
                 groups.trigger_listener.clone(),
                 topics.task_run_results.clone(),
@@ -173,6 +179,7 @@ pub(super) fn stage_children(runtime: &Runtime, stage: Stage) -> anyhow::Result<
             let listener = Arc::new(StatisticsListener::new(runtime.store.clone()));
             vec![consumer_spec(
                 runtime,
+                stage,
                 format!("statistics/{}", topics.task_run_results),
                 groups.statistics.clone(),
                 topics.task_run_results.clone(),
@@ -181,5 +188,12 @@ pub(super) fn stage_children(runtime: &Runtime, stage: Stage) -> anyhow::Result<
             )]
         }
     };
-    Ok(children)
+    let supervision = &runtime.config.supervision;
+    Ok(children
+        .into_iter()
+        .map(|child| {
+            let restart = supervision.child_restart(&child.path);
+            child.with_restart(restart)
+        })
+        .collect())
 }

@@ -179,7 +179,8 @@ impl TaskRunResult {
     }
 }
 
-/// RFC 3339 timestamps, written with microseconds and read with any precision or offset.
+/// RFC 3339 timestamps, written with as many fraction digits as needed (up to nanoseconds, as
+/// Go writes them) and read with any precision or offset.
 mod rfc3339 {
     use super::*;
     use serde::{Deserializer, Serializer};
@@ -188,7 +189,7 @@ mod rfc3339 {
         time: &DateTime<Utc>,
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&time.to_rfc3339_opts(SecondsFormat::Micros, true))
+        serializer.serialize_str(&time.to_rfc3339_opts(SecondsFormat::AutoSi, true))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(

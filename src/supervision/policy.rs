@@ -1,41 +1,53 @@
-//! The restart decision: restart intensity within a window, with capped exponential backoff.
+//! The restart decision: restart intensity within a window, with capped, jittered
+//! exponential backoff that starts over after a healthy period.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::config::SupervisionConfig;
+use crate::config::supervision::EffectivePolicy;
+pub use crate::config::supervision::{ChildRestart, Strategy};
 
-/// How a supervisor reacts to failing children.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Restart rules of a supervisor for failing children.
+#[derive(Debug, Clone, PartialEq)]
 pub struct RestartPolicy {
+    pub strategy: Strategy,
     /// Restarts allowed within `window`; one more failure makes the supervisor give up.
     pub max_restarts: u32,
     pub window: Duration,
-    /// Delay before the first restart in a window; doubled for each further one.
+    /// Delay before the first restart after a healthy period; doubled for each further one.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// Random extra delay as a fraction of the backoff, in `[0, 1]`.
+    pub backoff_jitter: f64,
+    /// A restart this long after the previous one starts the backoff again at the minimum.
+    pub backoff_reset_after: Duration,
+    pub shutdown_timeout: Duration,
 }
 
-impl From<&SupervisionConfig> for RestartPolicy {
-    fn from(config: &SupervisionConfig) -> Self {
+impl From<&EffectivePolicy> for RestartPolicy {
+    fn from(config: &EffectivePolicy) -> Self {
         RestartPolicy {
+            strategy: config.strategy,
             max_restarts: config.max_restarts,
             window: Duration::from_secs(config.max_restarts_window_secs),
             backoff_min: Duration::from_millis(config.backoff_min_ms),
             backoff_max: Duration::from_millis(config.backoff_max_ms),
+            backoff_jitter: config.backoff_jitter,
+            backoff_reset_after: Duration::from_secs(config.backoff_reset_after_secs),
+            shutdown_timeout: Duration::from_millis(config.shutdown_timeout_ms),
         }
     }
 }
 
 impl Default for RestartPolicy {
     fn default() -> Self {
-        RestartPolicy::from(&SupervisionConfig::default())
+        RestartPolicy::from(&crate::config::SupervisionConfig::default().for_stage("runner"))
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RestartDecision {
-    /// Restart the child after `delay`; `restarts_in_window` counts this one.
+    /// Restart after `delay`; `restarts_in_window` counts this restart.
     Restart {
         delay: Duration,
         restarts_in_window: u32,
@@ -49,6 +61,9 @@ pub enum RestartDecision {
 pub struct RestartTracker {
     policy: RestartPolicy,
     failures: VecDeque<Instant>,
+    /// Restarts since the last healthy period; the backoff exponent.
+    streak: u32,
+    last_failure: Option<Instant>,
 }
 
 impl RestartTracker {
@@ -56,6 +71,8 @@ impl RestartTracker {
         RestartTracker {
             policy,
             failures: VecDeque::new(),
+            streak: 0,
+            last_failure: None,
         }
     }
 
@@ -63,8 +80,9 @@ impl RestartTracker {
         &self.policy
     }
 
-    /// Records a failure at `now` and decides what to do about it.
-    pub fn on_failure(&mut self, now: Instant) -> RestartDecision {
+    /// Records a failure at `now` and decides what to do about it. `random` in `[0, 1)`
+    /// scales the jitter; pass `rand::random()` outside tests.
+    pub fn on_failure_with(&mut self, now: Instant, random: f64) -> RestartDecision {
         while let Some(oldest) = self.failures.front() {
             if now.duration_since(*oldest) > self.policy.window {
                 self.failures.pop_front();
@@ -72,22 +90,38 @@ impl RestartTracker {
                 break;
             }
         }
+        let healthy = self
+            .last_failure
+            .is_none_or(|last| now.duration_since(last) >= self.policy.backoff_reset_after);
+        self.streak = if healthy {
+            1
+        } else {
+            self.streak.saturating_add(1)
+        };
+        self.last_failure = Some(now);
+
         self.failures.push_back(now);
         let failures_in_window = self.failures.len() as u32;
         if failures_in_window > self.policy.max_restarts {
             return RestartDecision::GiveUp { failures_in_window };
         }
         RestartDecision::Restart {
-            delay: self.backoff(failures_in_window),
+            delay: self.backoff(self.streak, random),
             restarts_in_window: failures_in_window,
         }
     }
 
-    /// Backoff before the `restart_number`-th restart of the window (1-based).
-    fn backoff(&self, restart_number: u32) -> Duration {
+    /// Records a failure now, with random jitter.
+    pub fn on_failure(&mut self, now: Instant) -> RestartDecision {
+        self.on_failure_with(now, rand::random::<f64>())
+    }
+
+    /// Backoff before the `restart_number`-th restart of a streak (1-based).
+    fn backoff(&self, restart_number: u32, random: f64) -> Duration {
         let doublings = restart_number.saturating_sub(1).min(30);
-        let delay = self.policy.backoff_min.saturating_mul(1 << doublings);
-        delay.min(self.policy.backoff_max)
+        let base = self.policy.backoff_min.saturating_mul(1 << doublings);
+        let jitter = base.mul_f64(self.policy.backoff_jitter * random.clamp(0.0, 1.0));
+        (base + jitter).min(self.policy.backoff_max)
     }
 }
 
@@ -97,10 +131,21 @@ mod tests {
 
     fn policy() -> RestartPolicy {
         RestartPolicy {
+            strategy: Strategy::OneForOne,
             max_restarts: 3,
             window: Duration::from_secs(10),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_millis(250),
+            backoff_jitter: 0.0,
+            backoff_reset_after: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn delay(decision: RestartDecision) -> Duration {
+        match decision {
+            RestartDecision::Restart { delay, .. } => delay,
+            other => panic!("unexpected {other:?}"),
         }
     }
 
@@ -109,16 +154,60 @@ mod tests {
         let mut tracker = RestartTracker::new(policy());
         let start = Instant::now();
         let delays: Vec<_> = (0..3)
-            .map(
-                |step| match tracker.on_failure(start + Duration::from_millis(step)) {
-                    RestartDecision::Restart { delay, .. } => delay,
-                    other => panic!("unexpected {other:?}"),
-                },
-            )
+            .map(|step| delay(tracker.on_failure_with(start + Duration::from_millis(step), 0.5)))
             .collect();
         assert_eq!(delays[0], Duration::from_millis(100));
         assert_eq!(delays[1], Duration::from_millis(200));
         assert_eq!(delays[2], Duration::from_millis(250));
+    }
+
+    #[test]
+    fn jitter_adds_up_to_its_fraction() {
+        let mut with_jitter = policy();
+        with_jitter.backoff_jitter = 0.2;
+        with_jitter.backoff_max = Duration::from_secs(10);
+        let start = Instant::now();
+        let lowest = delay(RestartTracker::new(with_jitter.clone()).on_failure_with(start, 0.0));
+        let highest =
+            delay(RestartTracker::new(with_jitter.clone()).on_failure_with(start, 0.999_999));
+        let middle = delay(RestartTracker::new(with_jitter).on_failure_with(start, 0.5));
+        assert_eq!(lowest, Duration::from_millis(100));
+        assert_eq!(middle, Duration::from_millis(110));
+        assert!(
+            highest > Duration::from_millis(119) && highest <= Duration::from_millis(120),
+            "{highest:?}"
+        );
+    }
+
+    #[test]
+    fn jitter_never_passes_the_cap() {
+        let mut capped = policy();
+        capped.backoff_jitter = 1.0;
+        let mut tracker = RestartTracker::new(capped);
+        let start = Instant::now();
+        for step in 0..3 {
+            let next = delay(tracker.on_failure_with(start + Duration::from_millis(step), 0.99));
+            assert!(next <= Duration::from_millis(250), "{next:?}");
+        }
+    }
+
+    #[test]
+    fn backoff_resets_after_healthy_period() {
+        let mut long_window = policy();
+        long_window.window = Duration::from_secs(600);
+        long_window.max_restarts = 100;
+        let mut tracker = RestartTracker::new(long_window);
+        let start = Instant::now();
+        delay(tracker.on_failure_with(start, 0.0));
+        assert_eq!(
+            delay(tracker.on_failure_with(start + Duration::from_secs(1), 0.0)),
+            Duration::from_millis(200)
+        );
+        let after_quiet = start + Duration::from_secs(120);
+        assert_eq!(
+            delay(tracker.on_failure_with(after_quiet, 0.0)),
+            Duration::from_millis(100)
+        );
     }
 
     #[test]
@@ -127,12 +216,12 @@ mod tests {
         let start = Instant::now();
         for step in 0..3 {
             assert!(matches!(
-                tracker.on_failure(start + Duration::from_secs(step)),
+                tracker.on_failure_with(start + Duration::from_secs(step), 0.0),
                 RestartDecision::Restart { .. }
             ));
         }
         assert_eq!(
-            tracker.on_failure(start + Duration::from_secs(3)),
+            tracker.on_failure_with(start + Duration::from_secs(3), 0.0),
             RestartDecision::GiveUp {
                 failures_in_window: 4
             }
@@ -144,11 +233,11 @@ mod tests {
         let mut tracker = RestartTracker::new(policy());
         let start = Instant::now();
         for step in 0..3 {
-            tracker.on_failure(start + Duration::from_secs(step));
+            tracker.on_failure_with(start + Duration::from_secs(step), 0.0);
         }
-        let later = start + Duration::from_secs(30);
+        let later = start + Duration::from_secs(90);
         assert_eq!(
-            tracker.on_failure(later),
+            tracker.on_failure_with(later, 0.0),
             RestartDecision::Restart {
                 delay: Duration::from_millis(100),
                 restarts_in_window: 1

@@ -15,7 +15,7 @@ pub enum ActorState {
     Failed,
 }
 
-/// What the tree knows about one actor, keyed by its path (`runner/consumer/task_runs_load_balanced-3`).
+/// Status of one actor in the tree, keyed by its path (`runner/consumer/task_runs_load_balanced-3`).
 #[derive(Debug, Clone, Serialize)]
 pub struct ActorStatus {
     pub path: String,
@@ -81,7 +81,7 @@ impl ActorRegistry {
         self.actors.get(path).map(|entry| entry.clone())
     }
 
-    /// Every actor, sorted by path.
+    /// Returns every actor, sorted by path.
     pub fn snapshot(&self) -> Vec<ActorStatus> {
         let mut all: Vec<ActorStatus> = self.actors.iter().map(|entry| entry.clone()).collect();
         all.sort_by(|left, right| left.path.cmp(&right.path));

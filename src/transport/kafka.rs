@@ -50,7 +50,7 @@ pub struct KafkaTransport {
 }
 
 impl KafkaTransport {
-    /// Connects to the cluster; fails when no broker answers a metadata request.
+    /// Connects to the cluster. Fails when no broker responds to a metadata request.
     pub async fn connect(config: &KafkaConfig) -> anyhow::Result<KafkaTransport> {
         let mut producer_config = base_config(config);
         producer_config
@@ -73,7 +73,7 @@ impl KafkaTransport {
             .await?
             .map_err(|err| {
                 anyhow::anyhow!(
-                    "no Kafka broker answered at transport.kafka.bootstrap_servers = {}: {err}; start one (scripts/kafka.sh start) or fix the address",
+                    "no Kafka broker responded at transport.kafka.bootstrap_servers = {}: {err}; start one (scripts/kafka.sh start) or fix the address",
                     config.bootstrap_servers
                 )
             })?;
@@ -250,7 +250,7 @@ struct MemberContext {
     group: String,
     handoff: mpsc::Sender<Result<ConsumerEvent, TransportError>>,
     drain_timeout: Duration,
-    /// Set when the member leaves: nobody drains any more, and librdkafka may run the final
+    /// Set when the member leaves. No worker drains after that, and librdkafka may run the final
     /// revocation on whichever thread drops the consumer, possibly a tokio worker.
     closing: Arc<AtomicBool>,
 }
@@ -455,7 +455,7 @@ fn poll_loop(
 }
 
 /// Waits for room in the handoff channel, giving up when the member stops, so that a full
-/// channel nobody reads any more cannot keep the polling thread alive.
+/// channel that is no longer read cannot keep the polling thread alive.
 fn send_unless_stopped(
     handoff: &mpsc::Sender<Result<ConsumerEvent, TransportError>>,
     event: ConsumerEvent,
