@@ -20,13 +20,13 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, SqlSafeStr};
+use sqlx::{Connection, PgConnection, PgPool, SqlSafeStr};
 use uuid::Uuid;
 
 use super::StoreResult;
 use crate::config::redact_url;
 
-/// How long opening the store keeps retrying the first connection.
+/// Time limit of each connection attempt while the store opens.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Schema migrations, embedded so that the binary needs no files beside it. sqlx takes an
@@ -68,16 +68,29 @@ impl PgStore {
         if let Some(password) = password {
             options = options.password(password);
         }
+        let connect_failed = |err: sqlx::Error| {
+            anyhow::anyhow!(
+                "failed to connect to the PostgreSQL store at {shown_url}: {err}; check that the server runs and that the variable named by store.password_env contains the password"
+            )
+        };
+        // One direct connection first: when it fails, its error names the cause (connection
+        // refused, authentication failed), which a pool's acquire timeout would hide.
+        let probe = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "failed to connect to the PostgreSQL store at {shown_url}: timed out after {} s",
+                    CONNECT_TIMEOUT.as_secs()
+                )
+            })?
+            .map_err(connect_failed)?;
+        probe.close().await.map_err(connect_failed)?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(CONNECT_TIMEOUT)
             .connect_with(options)
             .await
-            .map_err(|err| {
-                anyhow::anyhow!(
-                    "failed to connect to the PostgreSQL store at {shown_url}: {err}; check that the server runs and that the variable named by store.password_env contains the password"
-                )
-            })?;
+            .map_err(connect_failed)?;
         migrator().run(&pool).await.map_err(|err| {
             anyhow::anyhow!("failed to migrate the PostgreSQL store at {shown_url}: {err}")
         })?;
