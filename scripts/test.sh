@@ -4,7 +4,11 @@
 # The suite runs each cycle scenario twice, on the embedded bus and on a real Apache Kafka
 # broker, which scripts/kafka.sh fetches through Maven and starts on 127.0.0.1:19092 (Java 17+
 # and Maven are needed). Set YLEM_TEST_KAFKA_BOOTSTRAP to use another broker instead; the
-# script then starts none. HTTP servers are started by the tests themselves on 127.0.0.1.
+# script then starts none. PostgreSQL tests (the store suite, the two-publisher test and the
+# query tasks) use the private cluster of scripts/postgres.sh on 127.0.0.1:15432, which this
+# script starts (installing PostgreSQL with apt-get if needed). Set YLEM_TEST_POSTGRES_URL and
+# YLEM_TEST_POSTGRES_PASSWORD to use another server instead. HTTP servers are started by the
+# tests themselves on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,12 +19,16 @@ fi
 
 started_broker=0
 started_clickhouse=0
+started_postgres=0
 stop_servers() {
     if [[ "$started_broker" == 1 ]]; then
         scripts/kafka.sh stop || true
     fi
     if [[ "$started_clickhouse" == 1 ]]; then
         scripts/clickhouse.sh stop || true
+    fi
+    if [[ "$started_postgres" == 1 ]]; then
+        scripts/postgres.sh stop || true
     fi
 }
 trap stop_servers EXIT
@@ -41,6 +49,18 @@ if [[ -z "${YLEM_TEST_CLICKHOUSE_URL:-}" ]]; then
     fi
     YLEM_TEST_CLICKHOUSE_URL=$(scripts/clickhouse.sh url)
     export YLEM_TEST_CLICKHOUSE_URL
+fi
+
+# The store suite also runs on a private PostgreSQL cluster (scripts/postgres.sh), unless
+# YLEM_TEST_POSTGRES_URL names another one.
+if [[ -z "${YLEM_TEST_POSTGRES_URL:-}" ]]; then
+    if ! scripts/postgres.sh status >/dev/null 2>&1; then
+        started_postgres=1
+    fi
+    # start also sets the role's password, so it runs when the cluster is already up.
+    YLEM_TEST_POSTGRES_URL=$(scripts/postgres.sh start)
+    export YLEM_TEST_POSTGRES_URL
+    export YLEM_TEST_POSTGRES_PASSWORD=${YLEM_PG_PASSWORD:-ylem-test}
 fi
 
 echo "== cargo fmt --check"

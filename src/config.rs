@@ -185,14 +185,56 @@ impl Config {
             source.validate(name)?;
         }
         self.statistics.validate()?;
-        if !self.store.url.starts_with("sqlite:") && !self.store.url.starts_with("postgres") {
+        self.store.validate()?;
+        Ok(())
+    }
+}
+
+impl StoreConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let is_postgres =
+            self.url.starts_with("postgres://") || self.url.starts_with("postgresql://");
+        if !self.url.starts_with("sqlite:") && !is_postgres {
             return Err(ConfigError::new(
                 "store.url",
-                redact_url(&self.store.url),
+                redact_url(&self.url),
                 "must start with sqlite: or postgres://",
             ));
         }
+        if is_postgres && url_has_password(&self.url) {
+            return Err(ConfigError::new(
+                "store.url",
+                redact_url(&self.url),
+                "contains a password; remove it from the URL, put it in an environment variable and name that variable in store.password_env",
+            ));
+        }
+        if self.password_env.as_deref() == Some("") {
+            return Err(ConfigError::new(
+                "store.password_env",
+                "\"\"",
+                "must name an environment variable, e.g. YLEM_STORE_PASSWORD, or be left out",
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::new(
+                "store.max_connections",
+                0,
+                "must be at least 1",
+            ));
+        }
         Ok(())
+    }
+}
+
+/// Whether the user information of `scheme://user:password@host/...` contains a password.
+fn url_has_password(url: &str) -> bool {
+    let Some((_, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    match authority.rsplit_once('@') {
+        Some((userinfo, _host)) => userinfo.contains(':'),
+        None => false,
     }
 }
 
@@ -412,12 +454,40 @@ mod tests {
     }
 
     #[test]
+    fn store_password_in_url_is_rejected() {
+        let text = "[store]\nurl = \"postgres://ylem:hunter2@127.0.0.1:5432/ylem\"\n";
+        let err = Config::parse(text).unwrap_err();
+        let message = format!("{err:#}");
+        assert!(message.contains("store.password_env"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
     fn statistics_clickhouse_section_parses() {
         let text =
             "[statistics]\nbackend = \"clickhouse\"\ndatabase = \"stats_1\"\ntable = \"_runs\"\n";
         let config = Config::parse(text).unwrap();
         assert_eq!(config.statistics.backend, StatisticsBackend::Clickhouse);
         assert_eq!(config.statistics.table, "_runs");
+    }
+
+    #[test]
+    fn store_postgres_url_with_password_env_is_valid() {
+        let text = "[store]\nurl = \"postgres://ylem@127.0.0.1:5432/ylem\"\npassword_env = \"YLEM_STORE_PASSWORD\"\n";
+        let config = Config::parse(text).unwrap();
+        assert_eq!(
+            config.store.password_env.as_deref(),
+            Some("YLEM_STORE_PASSWORD")
+        );
+    }
+
+    #[test]
+    fn url_password_detection() {
+        assert!(url_has_password("postgres://u:p@h:5432/d"));
+        assert!(!url_has_password("postgres://u@h:5432/d"));
+        assert!(!url_has_password("postgres://h:5432/d"));
+        assert!(!url_has_password("postgres://u@h:5432/d?options=a:b@c"));
+        assert!(!url_has_password("sqlite://ylem.db?mode=rwc"));
     }
 
     #[test]

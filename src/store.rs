@@ -3,9 +3,11 @@
 //!
 //! Stages use the [`Store`] trait only. The embedded default implements it on SQLite
 //! ([`sqlite::SqliteStore`]); the CLI reads the same database, which is how `ylem runs list`
-//! works from another terminal while the daemon runs.
+//! works from another terminal while the daemon runs. [`postgres::PgStore`] implements it on
+//! PostgreSQL, for stages spread over several processes or machines.
 
 mod models;
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -119,14 +121,45 @@ pub trait Store: Send + Sync + 'static {
     async fn recent_run_durations(&self, per_pipeline: u32) -> StoreResult<Vec<(Uuid, Vec<u64>)>>;
 }
 
-/// Opens the store named by a URL and brings its schema up to date.
+/// Opens the store named by a URL and brings its schema up to date. A PostgreSQL URL
+/// connects with the password it contains, if any; [`open_configured`] reads it from
+/// `store.password_env` instead.
 pub async fn open(url: &str, max_connections: u32) -> anyhow::Result<Arc<dyn Store>> {
+    open_with_password(url, max_connections, None).await
+}
+
+/// Opens the store of the `[store]` section, with the password from the environment
+/// variable named by `store.password_env`.
+pub async fn open_configured(
+    config: &crate::config::StoreConfig,
+) -> anyhow::Result<Arc<dyn Store>> {
+    let password = match &config.password_env {
+        Some(variable) => Some(std::env::var(variable).map_err(|_| {
+            anyhow::anyhow!(
+                "environment variable {variable} (named by store.password_env) is not set; set it to the password of {}",
+                crate::config::redact_url(&config.url)
+            )
+        })?),
+        None => None,
+    };
+    open_with_password(&config.url, config.max_connections, password.as_deref()).await
+}
+
+async fn open_with_password(
+    url: &str,
+    max_connections: u32,
+    password: Option<&str>,
+) -> anyhow::Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         let store = sqlite::SqliteStore::open(url, max_connections).await?;
         return Ok(Arc::new(store));
     }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = postgres::PgStore::open(url, max_connections, password).await?;
+        return Ok(Arc::new(store));
+    }
     anyhow::bail!(
-        "unsupported store URL {}: this build supports sqlite: URLs",
+        "unsupported store URL {}: this build supports sqlite: and postgres:// URLs",
         crate::config::redact_url(url)
     )
 }

@@ -124,7 +124,7 @@ fn load_config(path: &Path) -> anyhow::Result<Config> {
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    store::open(&config.store.url, config.store.max_connections).await
+    store::open_configured(&config.store).await
 }
 
 async fn run_daemon(

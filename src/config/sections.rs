@@ -31,10 +31,13 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// `sqlite://PATH?mode=rwc` for the embedded store.
+    /// `sqlite://PATH?mode=rwc` for the embedded store, or `postgres://USER@HOST:PORT/DB`
+    /// for PostgreSQL. A PostgreSQL URL carries no password: see `password_env`.
     pub url: String,
     /// Maximum open connections.
     pub max_connections: u32,
+    /// Environment variable that contains the PostgreSQL password, read when the store opens.
+    pub password_env: Option<String>,
 }
 
 impl Default for StoreConfig {
@@ -42,6 +45,7 @@ impl Default for StoreConfig {
         StoreConfig {
             url: "sqlite://ylem.db?mode=rwc".to_owned(),
             max_connections: 8,
+            password_env: None,
         }
     }
 }
