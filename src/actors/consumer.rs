@@ -109,6 +109,9 @@ pub struct ConsumerState {
     reported_drained: bool,
 }
 
+mod drain;
+mod poison;
+
 pub struct ConsumerActor;
 
 impl ConsumerState {
@@ -187,94 +190,6 @@ impl ConsumerState {
             }
             self.args.registry.remove(&self.worker_path(&partition));
         }
-    }
-
-    /// Lets the workers of revoked partitions finish their in-flight records, then releases
-    /// the partitions through `ack`.
-    fn drain(&mut self, partitions: Vec<TopicPartition>, ack: DrainWaiter) {
-        let mut waiting = BTreeSet::new();
-        for partition in partitions {
-            let Some(slot) = self.partitions.get_mut(&partition) else {
-                continue;
-            };
-            match &slot.worker {
-                Some(worker) if worker.cast(WorkerMsg::Drain).is_ok() => {
-                    slot.draining = true;
-                    waiting.insert(partition);
-                }
-                _ => {
-                    self.partitions.remove(&partition);
-                    self.args.registry.remove(&self.worker_path(&partition));
-                }
-            }
-        }
-        if waiting.is_empty() {
-            self.release(ack);
-        } else {
-            self.pending_drains.push(PendingDrain {
-                ack,
-                partitions: waiting,
-            });
-        }
-    }
-
-    /// Forgets a drained partition and releases revocations that wait for nothing else.
-    fn finish_drain(&mut self, partition: &TopicPartition) {
-        self.partitions.remove(partition);
-        self.args.registry.remove(&self.worker_path(partition));
-        for pending in &mut self.pending_drains {
-            pending.partitions.remove(partition);
-        }
-        let (finished, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_drains)
-            .into_iter()
-            .partition(|pending| pending.partitions.is_empty());
-        self.pending_drains = waiting;
-        for pending in finished {
-            self.release(pending.ack);
-        }
-    }
-
-    fn release(&mut self, waiter: DrainWaiter) {
-        match waiter {
-            DrainWaiter::Transport(ack) => ack.done(),
-            DrainWaiter::Shutdown => {
-                info!(consumer = %self.args.path, "consumer drained for shutdown");
-                self.reported_drained = true;
-                self.args.shutdown.mark_drained();
-            }
-        }
-    }
-
-    /// Stops reading and drains every partition; the shutdown signal learns when it is done.
-    fn begin_shutdown(&mut self) {
-        if self.reported_drained
-            || self
-                .pending_drains
-                .iter()
-                .any(|pending| matches!(pending.ack, DrainWaiter::Shutdown))
-        {
-            return;
-        }
-        self.poller.abort();
-        let partitions: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
-        info!(consumer = %self.args.path, partitions = partitions.len(), "draining for shutdown");
-        self.drain(partitions, DrainWaiter::Shutdown);
-    }
-
-    fn on_drained(&mut self, partition: TopicPartition, worker: ActorId, next_offset: Option<u64>) {
-        let Some(slot) = self.partitions.get(&partition) else {
-            return;
-        };
-        if !slot.draining || slot.worker.as_ref().map(|current| current.get_id()) != Some(worker) {
-            return;
-        }
-        if let Some(next_offset) = next_offset {
-            if let Err(err) = self.consumer.commit(&partition, next_offset) {
-                warn!(consumer = %self.args.path, %partition, next_offset, error = %err, "offset commit of a drained partition failed");
-            }
-        }
-        info!(consumer = %self.args.path, %partition, ?next_offset, "partition drained");
-        self.finish_drain(&partition);
     }
 
     fn on_record(&mut self, record: Record) {
@@ -369,78 +284,6 @@ impl ConsumerState {
                 )
             }
         }
-    }
-
-    /// Dead-letters the records of a partition that failed their worker too often, and
-    /// commits past them when nothing before them is pending.
-    async fn give_up_poison_records(
-        &mut self,
-        partition: &TopicPartition,
-    ) -> Result<(), ActorProcessingErr> {
-        let Some(slot) = self.partitions.get_mut(partition) else {
-            return Ok(());
-        };
-        let limit = self.args.max_record_failures;
-        let poisoned: Vec<(Arc<Record>, String)> = slot
-            .uncommitted
-            .iter()
-            .filter_map(|record| {
-                let (failures, reason) = slot.record_failures.get(&record.offset)?;
-                (*failures >= limit).then(|| {
-                    (
-                        record.clone(),
-                        format!("failed its worker {failures} times; last: {reason}"),
-                    )
-                })
-            })
-            .collect();
-        if poisoned.is_empty() {
-            return Ok(());
-        }
-        for (record, reason) in &poisoned {
-            error!(consumer = %self.args.path, %partition, offset = record.offset, %reason, "giving up on a record");
-            if let Err(err) = self.args.handler.give_up(record, reason).await {
-                error!(consumer = %self.args.path, %partition, offset = record.offset, error = %format!("{err:#}"), "failed to report a given-up record");
-            }
-            match &self.args.dead_letters {
-                Some(dead_letters) => dead_letters.send(record, reason).await.map_err(|err| {
-                    format!(
-                        "failed to dead-letter offset {} of {partition}: {err:#}",
-                        record.offset
-                    )
-                })?,
-                None => {
-                    error!(consumer = %self.args.path, %partition, offset = record.offset, "no dead-letter topic configured; the record is skipped")
-                }
-            }
-        }
-        let slot = self.partitions.get_mut(partition).expect("checked above");
-        let poisoned_offsets: BTreeSet<u64> =
-            poisoned.iter().map(|(record, _)| record.offset).collect();
-        slot.uncommitted
-            .retain(|record| !poisoned_offsets.contains(&record.offset));
-        for offset in &poisoned_offsets {
-            slot.record_failures.remove(offset);
-        }
-        // Everything below the first pending record is finished or given up.
-        let next_offset = match slot.uncommitted.front() {
-            Some(record) => record.offset,
-            None => poisoned_offsets.last().copied().unwrap_or_default() + 1,
-        };
-        let lowest_poisoned = poisoned_offsets.first().copied().unwrap_or_default();
-        if slot
-            .committed
-            .is_none_or(|committed| committed <= lowest_poisoned)
-            && next_offset > lowest_poisoned
-        {
-            match self.consumer.commit(partition, next_offset) {
-                Ok(()) => slot.committed = Some(next_offset),
-                Err(err) => {
-                    warn!(consumer = %self.args.path, %partition, next_offset, error = %err, "offset commit after a given-up record failed")
-                }
-            }
-        }
-        Ok(())
     }
 
     async fn restart_worker(
