@@ -6,7 +6,7 @@ use dashmap::DashMap;
 use uuid::Uuid;
 
 use crate::pipeline::{parse_pipeline, Pipeline};
-use crate::store::Store;
+use crate::store::{retry_transient, Store};
 
 /// A parsed-pipeline cache in front of the store. Each lookup reads the stored version, so an
 /// applied change is seen by the next task of any run.
@@ -25,7 +25,9 @@ impl Catalog {
 
     /// The active pipeline with this uuid, or `None` when it is unknown or deleted.
     pub async fn pipeline(&self, uuid: Uuid) -> anyhow::Result<Option<Arc<Pipeline>>> {
-        let Some(stored) = self.store.pipeline_by_uuid(uuid).await? else {
+        let lookup =
+            retry_transient("pipeline_by_uuid", || self.store.pipeline_by_uuid(uuid)).await?;
+        let Some(stored) = lookup else {
             return Ok(None);
         };
         if !stored.is_active {

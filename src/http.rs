@@ -140,6 +140,14 @@ async fn start_run(
             format!("pipeline {name:?} not found"),
         ));
     };
+    if !body.is_empty() {
+        if let Err(err) = serde_json::from_slice::<serde_json::Value>(&body) {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("the request body is the run input and must be JSON: {err}"),
+            ));
+        }
+    }
     let run_uuid = Uuid::new_v4();
     runtime
         .store

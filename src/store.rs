@@ -8,6 +8,7 @@
 
 mod models;
 pub mod postgres;
+mod retry;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use models::*;
+pub use retry::retry_transient;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -350,6 +350,29 @@ tasks:
     env.stop().await;
 }
 
+async fn for_each_over_empty_array_runs_nothing_after(backend: Backend) {
+    let receiver = Receiver::start().await;
+    let mut env = TestEnv::start(backend, |_, _| {}).await;
+    env.apply(&format!(
+        "name: empty-items\ntasks:\n  - {{name: each, type: for_each}}\n  - {{name: post, type: api_call, url: '{}'}}\ntriggers:\n  - {{from: each, to: post}}\n",
+        receiver.url("/item")
+    ))
+    .await;
+
+    let run = env.run("empty-items", Some("[]")).await;
+    let detail = env.finished_run(run).await;
+
+    assert_eq!(detail.run.status, RunStatus::Succeeded, "{detail:#?}");
+    let names: Vec<&str> = detail
+        .task_runs
+        .iter()
+        .map(|task| task.task_name.as_str())
+        .collect();
+    assert_eq!(names, ["each"]);
+    assert!(receiver.received_at("/item").is_empty());
+    env.stop().await;
+}
+
 const GREETING: &str = r#"
 name: greeting
 tasks:
@@ -422,6 +445,7 @@ async fn task_message_from_ylem_runs(backend: Backend) {
 }
 
 on_both_transports!(
+    for_each_over_empty_array_runs_nothing_after,
     task_message_from_ylem_runs,
     condition_true_branch_runs_to_webhook,
     condition_false_branch_sends_input_through,

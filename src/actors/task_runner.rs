@@ -66,6 +66,12 @@ impl TaskRunner {
             info!(pipeline_run_uuid = %run, task_uuid = %task.common.task_uuid, "run was cancelled; task skipped");
             return Ok(());
         }
+        if self.already_recorded(&task).await {
+            // A publisher or trigger listener that crashed before committing sends a task
+            // again with the same task run id; its result is already recorded.
+            info!(pipeline_run_uuid = %run, task_run_uuid = %task.common.task_run_uuid, "task run already has a result; repeat skipped");
+            return Ok(());
+        }
         let task_type = task.kind.task_type().to_owned();
         let (outcome, duration_ms) = self.execute_with_limit(&task, &task_type).await;
 
@@ -95,6 +101,22 @@ impl TaskRunner {
             Ok(status) => status == Some(RunStatus::Cancelled),
             Err(err) => {
                 warn!(pipeline_run_uuid = %run, error = %err, "failed to read the run status; running the task");
+                false
+            }
+        }
+    }
+
+    /// Whether the trigger listener already recorded a result of this task run. Tasks from
+    /// Ylem carry a nil task run id and are never skipped.
+    async fn already_recorded(&self, task: &TaskMessage) -> bool {
+        if task.common.task_run_uuid.is_nil() {
+            return false;
+        }
+        let dedupe_key = format!("{}:0", task.common.task_run_uuid);
+        match self.store.has_result(&dedupe_key).await {
+            Ok(found) => found,
+            Err(err) => {
+                warn!(task_run_uuid = %task.common.task_run_uuid, error = %err, "failed to look up earlier results; running the task");
                 false
             }
         }
@@ -212,6 +234,11 @@ impl TaskRunner {
                 if is_batch {
                     result.batch_index = Some(index as u32);
                     result.batch_size = Some(batch_size);
+                    // An empty array gives one result that ends its branch, as in Ylem: the
+                    // tasks after the for_each run once per element, so here not at all.
+                    if bytes == b"[]" {
+                        result.is_final_task = true;
+                    }
                 }
                 result.output = bytes;
                 result.duration = duration_ms;

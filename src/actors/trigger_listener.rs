@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::dead_letter::DeadLetters;
 use crate::messages::{Message, TaskRunResult};
 use crate::pipeline::{task_run_uuid, Pipeline, RunContext, TaskRunCause, TriggerType};
-use crate::store::{ResultRecord, RunStatus, Store};
+use crate::store::{retry_transient, ResultRecord, RunStatus, Store};
 use crate::transport::{send_message, Record, Transport};
 
 pub struct TriggerListener {
@@ -187,9 +187,8 @@ impl RecordHandler for TriggerListener {
             .or_else(|| result.task_name.clone())
             .unwrap_or_else(|| result.task_uuid.to_string());
         let mut recorded = result_record(&result, task_name);
-        let seen = self
-            .store
-            .has_result(&recorded.dedupe_key())
+        let dedupe_key = recorded.dedupe_key();
+        let seen = retry_transient("has_result", || self.store.has_result(&dedupe_key))
             .await
             .map_err(|err| {
                 anyhow::anyhow!(
@@ -204,17 +203,16 @@ impl RecordHandler for TriggerListener {
             return Ok(());
         }
 
-        let cancelled = self
-            .store
-            .run_status(result.pipeline_run_uuid)
-            .await
-            .map_err(|err| {
-                anyhow::anyhow!(
-                    "failed to read the status of run {}: {err}",
-                    result.pipeline_run_uuid
-                )
-            })?
-            == Some(RunStatus::Cancelled);
+        let cancelled = retry_transient("run_status", || {
+            self.store.run_status(result.pipeline_run_uuid)
+        })
+        .await
+        .map_err(|err| {
+            anyhow::anyhow!(
+                "failed to read the status of run {}: {err}",
+                result.pipeline_run_uuid
+            )
+        })? == Some(RunStatus::Cancelled);
         if cancelled {
             info!(pipeline_run_uuid = %result.pipeline_run_uuid, task_uuid = %result.task_uuid, "run was cancelled; no next task is started");
         }
@@ -248,17 +246,17 @@ impl RecordHandler for TriggerListener {
             }
         }
 
-        let outcome = self
-            .store
-            .record_result(&recorded, published)
-            .await
-            .map_err(|err| {
-                anyhow::anyhow!(
-                    "failed to record result {} of run {}: {err}",
-                    result.uuid,
-                    result.pipeline_run_uuid
-                )
-            })?;
+        let outcome = retry_transient("record_result", || {
+            self.store.record_result(&recorded, published)
+        })
+        .await
+        .map_err(|err| {
+            anyhow::anyhow!(
+                "failed to record result {} of run {}: {err}",
+                result.uuid,
+                result.pipeline_run_uuid
+            )
+        })?;
         if outcome.duplicate {
             info!(pipeline_run_uuid = %result.pipeline_run_uuid, result_uuid = %result.uuid, "result seen before; not counted again");
         }

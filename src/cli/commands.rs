@@ -117,7 +117,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
 
 fn load_config(path: &Path) -> anyhow::Result<Config> {
     if !path.exists() && path == Path::new("config.toml") {
-        info!("no config.toml in the working directory; using built-in defaults");
+        warn!("no config.toml in the working directory; using built-in defaults, whose store is ylem.db in this directory; pass --config to use another configuration");
         return Ok(Config::default());
     }
     Config::load(path)

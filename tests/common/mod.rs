@@ -118,7 +118,7 @@ impl TestEnv {
         }
         adjust(&mut config, folder.path());
         config.validate().unwrap();
-        let store = store::open(&config.store.url, 4).await.unwrap();
+        let store = store::open_configured(&config.store).await.unwrap();
         let transport = ylem_runtime::transport::connect(&config)
             .await
             .unwrap_or_else(|err| {

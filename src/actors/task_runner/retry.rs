@@ -34,7 +34,9 @@ pub fn attempt_error(
     failure: &TaskFailure,
 ) -> TaskRunError {
     let max_attempts = max_attempts_of(task, config);
-    let message = if max_attempts > 1 {
+    // Numbered only where a retry was possible, so a permanent failure does not read as if
+    // more attempts follow.
+    let message = if max_attempts > 1 && (failure.retryable || attempt_of(task) > 1) {
         format!(
             "attempt {} of {max_attempts}: {}",
             attempt_of(task),

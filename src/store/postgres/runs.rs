@@ -175,11 +175,7 @@ impl PgStore {
         let delta = i64::from(next_tasks) + announced - 1;
         let failed = i64::from(!result.is_successful);
         let error = (!result.is_successful).then(|| {
-            let message = result
-                .errors
-                .first()
-                .map(String::as_str)
-                .unwrap_or("failed");
+            let message = result.errors.last().map(String::as_str).unwrap_or("failed");
             format!("task {} failed: {message}", result.task_name)
         });
         let row = sqlx::query(
