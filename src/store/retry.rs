@@ -14,7 +14,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const REMINDER_EVERY: u32 = 20;
 
 impl StoreError {
-    /// Whether the database may succeed later: a lost or refused connection, a pool timeout,
+    /// Returns whether the database may succeed later: a lost or refused connection, a pool timeout,
     /// a server shutting down, a serialization conflict, or SQLite's busy and locked codes.
     pub fn is_transient(&self) -> bool {
         let StoreError::Database(error) = self else {
@@ -52,7 +52,7 @@ fn transient_code(code: &str) -> bool {
 /// Runs `operation` until it succeeds or fails with an error that is not transient, waiting
 /// with capped exponential backoff between attempts. The outage is logged when it starts,
 /// every `REMINDER_EVERY` attempts, and when it ends.
-pub async fn retry_transient<T, F, Fut>(what: &str, mut operation: F) -> StoreResult<T>
+pub async fn retry_transient<T, F, Fut>(operation_name: &str, mut operation: F) -> StoreResult<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = StoreResult<T>>,
@@ -64,7 +64,7 @@ where
             Ok(value) => {
                 if failures > 0 {
                     info!(
-                        operation = what,
+                        operation = operation_name,
                         retries = failures,
                         "database reachable again"
                     );
@@ -74,7 +74,7 @@ where
             Err(err) if err.is_transient() => {
                 failures += 1;
                 if failures == 1 || failures.is_multiple_of(REMINDER_EVERY) {
-                    warn!(operation = what, retries = failures, error = %err, "database unavailable; retrying");
+                    warn!(operation = operation_name, retries = failures, error = %err, "database unavailable; retrying");
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
