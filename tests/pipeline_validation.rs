@@ -103,7 +103,10 @@ triggers:
     assert_problem(
         &problems,
         "tasks[0].query",
-        &["unknown field", "name, type, timeout_ms, max_attempts, source, sql"],
+        &[
+            "unknown field",
+            "name, type, timeout_ms, max_attempts, source, sql",
+        ],
     );
     assert_problem(&problems, "tasks[0].retries", &["unknown field"]);
     assert_problem(
