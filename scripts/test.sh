@@ -68,4 +68,8 @@ cargo fmt --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 echo "== cargo test"
-cargo test --all-targets
+test_log=$(mktemp)
+cargo test --all-targets 2>&1 | tee "$test_log"
+# One closing line for the whole suite, summed over every test binary.
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' "$test_log"
+rm -f "$test_log"
