@@ -66,7 +66,7 @@ pub enum Command {
     /// Applies, lists and runs pipelines.
     #[command(subcommand)]
     Pipeline(PipelineCommand),
-    /// Lists and shows pipeline runs.
+    /// Lists, shows and cancels pipeline runs.
     #[command(subcommand)]
     Runs(RunsCommand),
     /// Prints run statistics.
@@ -195,7 +195,9 @@ fn init_logging(filter: &str, json: bool) {
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a terminal, not for log files and pipes.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if json {
         builder.json().init();
     } else {

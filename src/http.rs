@@ -37,7 +37,7 @@ pub async fn serve(
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|err| anyhow::anyhow!("failed to listen on http.listen = {listen}: {err}; choose a free port or set http.enabled = false"))?;
+        .map_err(|err| anyhow::anyhow!("failed to listen on http.listen = {listen}: {err}; choose a free port with --http-listen or http.listen, or turn the endpoint off with --http-listen off"))?;
     let address = listener.local_addr()?;
     info!(%address, "http endpoint listening");
     let app = router(runtime);

@@ -84,7 +84,50 @@ impl ActorRegistry {
     /// Returns every actor, sorted by path.
     pub fn snapshot(&self) -> Vec<ActorStatus> {
         let mut all: Vec<ActorStatus> = self.actors.iter().map(|entry| entry.clone()).collect();
-        all.sort_by(|left, right| left.path.cmp(&right.path));
+        // Paths sort by segment, numbers by value, so partition 10 follows partition 9.
+        all.sort_by_cached_key(|status| path_key(&status.path));
         all
+    }
+}
+
+/// Sort key of a tree path: its segments, with numeric segments compared as numbers.
+fn path_key(path: &str) -> Vec<(u64, String)> {
+    path.split('/')
+        .map(|segment| match segment.parse::<u64>() {
+            Ok(number) => (number, String::new()),
+            Err(_) => (u64::MAX, segment.to_owned()),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_sorts_partitions_by_number() {
+        let registry = ActorRegistry::new();
+        for path in [
+            "runner/topic/10",
+            "runner/topic/2",
+            "runner",
+            "runner/topic/1",
+        ] {
+            registry.started(path, None);
+        }
+        let paths: Vec<String> = registry
+            .snapshot()
+            .into_iter()
+            .map(|status| status.path)
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "runner",
+                "runner/topic/1",
+                "runner/topic/2",
+                "runner/topic/10"
+            ]
+        );
     }
 }

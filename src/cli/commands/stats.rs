@@ -46,7 +46,7 @@ pub(super) async fn pipeline_stats(
         return Ok(0);
     }
     let range = since
-        .map(|time| format!("since {}", time.to_rfc3339()))
+        .map(|time| format!("since {}", time.format("%Y-%m-%d %H:%M:%S UTC")))
         .unwrap_or_else(|| "all stored results".to_owned());
     println!("pipeline:             {name}");
     println!("range:                {range}");
