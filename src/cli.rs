@@ -170,6 +170,9 @@ pub enum StatsCommand {
 /// Parses arguments, runs the command and returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        restore_default_sigpipe();
+    }
     let default_filter = match cli.command {
         Command::Run { .. } => "info",
         _ => "warn",
@@ -186,6 +189,17 @@ pub fn main() -> i32 {
         }
     };
     runtime.block_on(commands::dispatch(cli))
+}
+
+/// Lets a listing command end quietly when its reader goes away (`ylem runs list | head`), as
+/// other command-line tools do. Rust ignores SIGPIPE by default, which turns a closed pipe into
+/// a panic on the next print. The daemon keeps that default: its logs must not kill it.
+fn restore_default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called once at start, before any thread is spawned; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 fn init_logging(filter: &str, json: bool) {
