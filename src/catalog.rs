@@ -23,7 +23,7 @@ impl Catalog {
         }
     }
 
-    /// The active pipeline with this uuid, or `None` when it is unknown or deleted.
+    /// Returns the active pipeline with this uuid, or `None` when it is unknown or deleted.
     pub async fn pipeline(&self, uuid: Uuid) -> anyhow::Result<Option<Arc<Pipeline>>> {
         let lookup =
             retry_transient("pipeline_by_uuid", || self.store.pipeline_by_uuid(uuid)).await?;
@@ -47,7 +47,7 @@ impl Catalog {
     }
 }
 
-/// The store's form of a validated pipeline.
+/// Converts a validated pipeline to the store's form.
 pub fn pipeline_record(pipeline: &Pipeline) -> anyhow::Result<crate::store::PipelineRecord> {
     use crate::store::{PipelineRecord, TaskRecord, TriggerRecord};
 
@@ -83,7 +83,7 @@ pub fn pipeline_record(pipeline: &Pipeline) -> anyhow::Result<crate::store::Pipe
     })
 }
 
-/// Why pipeline files could not be applied.
+/// Failure to apply pipeline files.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     /// The files are invalid; nothing was stored.

@@ -226,7 +226,7 @@ impl StoreConfig {
     }
 }
 
-/// Whether the user information of `scheme://user:password@host/...` contains a password.
+/// Returns whether the user information of `scheme://user:password@host/...` contains a password.
 fn url_has_password(url: &str) -> bool {
     let Some((_, rest)) = url.split_once("://") else {
         return false;
@@ -352,7 +352,7 @@ impl StatisticsConfig {
     }
 }
 
-/// Whether `name` is `[A-Za-z_][A-Za-z0-9_]*`.
+/// Returns whether `name` is `[A-Za-z_][A-Za-z0-9_]*`.
 fn is_plain_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     chars

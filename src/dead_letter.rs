@@ -2,7 +2,7 @@
 //!
 //! A record that is not JSON, has no message name, or names an unknown message type goes to
 //! `<topic><topics.dead_letter_suffix>` unchanged (same key, payload and headers), with headers
-//! that say why and where it came from. Its partition then moves on.
+//! that give the reason and where it came from. Its partition then moves on.
 
 use std::sync::Arc;
 
@@ -30,12 +30,12 @@ impl DeadLetters {
         }
     }
 
-    /// The dead-letter topic of `topic`.
+    /// Returns the dead-letter topic of `topic`.
     pub fn topic_for(&self, topic: &str) -> String {
         format!("{topic}{}", self.suffix)
     }
 
-    /// Whether a decode error means the record can never be read, rather than a readable
+    /// Returns whether a decode error means the record can never be read, rather than a readable
     /// message with invalid fields.
     pub fn is_unreadable(error: &DecodeError) -> bool {
         matches!(

@@ -1,6 +1,6 @@
 //! The daemon's HTTP endpoint: health, pipelines, runs, the supervision tree and API runs.
 //!
-//! Every route reads the same store as the CLI, so `curl` and `ylem` give the same answers.
+//! Every route reads the same store as the CLI, so `curl` and `ylem` return the same data.
 
 use std::net::SocketAddr;
 

@@ -32,7 +32,7 @@ pub enum PoolName {
     Fast,
 }
 
-/// What the balancer learns from one result.
+/// Facts the balancer takes from one result.
 #[derive(Debug, Clone, Copy)]
 pub struct Observation {
     pub pipeline: Uuid,
@@ -85,7 +85,7 @@ impl Balancer {
         self.outstanding_ms.resize(partitions as usize, 0);
     }
 
-    /// The slow and fast pools. With one partition both pools are that partition.
+    /// Returns the slow and fast pools. With one partition both pools are that partition.
     pub fn pools(&self) -> (Range<u32>, Range<u32>) {
         if self.partitions == 1 {
             return (0..1, 0..1);

@@ -101,7 +101,7 @@ pub trait Store: Send + Sync + 'static {
     /// Status of a run, or `None` for an unknown run.
     async fn run_status(&self, run_uuid: Uuid) -> StoreResult<Option<RunStatus>>;
 
-    /// Whether a result with this dedupe key was recorded.
+    /// Returns whether a result with this dedupe key was recorded.
     async fn has_result(&self, dedupe_key: &str) -> StoreResult<bool>;
 
     async fn list_runs(&self, pipeline: Option<&str>, limit: u32) -> StoreResult<Vec<RunSummary>>;

@@ -22,7 +22,7 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::messages::{ErrorCode, TaskKind, TaskMessage};
 
-/// What a successful execution produced.
+/// Outputs of a successful execution.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TaskOutput {
     /// One output for most types; for_each emits one per input element.

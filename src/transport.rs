@@ -46,7 +46,7 @@ pub struct OutgoingRecord {
 }
 
 impl OutgoingRecord {
-    /// A record keyed by `key` with no headers.
+    /// Builds a record keyed by `key` with no headers.
     pub fn keyed(
         topic: impl Into<String>,
         key: impl Into<Vec<u8>>,
@@ -78,7 +78,7 @@ impl Record {
         TopicPartition::new(self.topic.clone(), self.partition)
     }
 
-    /// The value of the first header named `name`.
+    /// Returns the value of the first header named `name`.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers
             .iter()
@@ -86,7 +86,7 @@ impl Record {
             .map(|(_, value)| value.as_slice())
     }
 
-    /// The key as UTF-8 text, for logs.
+    /// Returns the key as UTF-8 text, for logs.
     pub fn key_text(&self) -> String {
         self.key
             .as_deref()
@@ -107,19 +107,19 @@ impl std::fmt::Debug for Record {
     }
 }
 
-/// Where a produced record landed.
+/// Partition and offset of a produced record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivery {
     pub partition: u32,
     pub offset: u64,
 }
 
-/// What a group member sees: its partitions change, or a record arrives.
+/// Event delivered to a group member: its partitions change, or a record arrives.
 #[derive(Debug, Clone)]
 pub enum ConsumerEvent {
     Assigned(Vec<TopicPartition>),
     /// The partitions are taken away; the member must stop processing them. With `drained`
-    /// set, the transport holds the partitions until the member calls [`DrainAck::done`],
+    /// set, the transport keeps the partitions until the member calls [`DrainAck::done`],
     /// after finishing its in-flight records and committing their offsets.
     Revoked {
         partitions: Vec<TopicPartition>,

@@ -21,7 +21,7 @@ use ylem_runtime::transport::{Consumer, ConsumerEvent, OutgoingRecord};
 
 static SERIAL: Mutex<()> = Mutex::const_new(());
 
-/// A three-task chain of HTTP calls: each run makes three requests to `receiver`.
+/// Builds a three-task chain of HTTP calls: each run makes three requests to `receiver`.
 fn chain_pipeline(name: &str, receiver: &Receiver) -> String {
     let url = receiver.url(&format!("/{name}"));
     format!(
@@ -29,7 +29,7 @@ fn chain_pipeline(name: &str, receiver: &Receiver) -> String {
     )
 }
 
-/// The parts of `config` a separate `ylem run` process needs, as TOML.
+/// Writes the parts of `config` that a separate `ylem run` process needs, as TOML.
 fn config_toml(config: &Config) -> String {
     let topics = &config.topics;
     let groups = &config.consumer_groups;

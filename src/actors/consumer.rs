@@ -38,7 +38,7 @@ pub struct ConsumerArgs {
     pub stuck_after: Duration,
     /// Worker failures a record may cause before it is given up and dead-lettered.
     pub max_record_failures: u32,
-    /// Where given-up records go; without it they are logged and skipped.
+    /// Destination of given-up records. Without it they are logged and skipped.
     pub dead_letters: Option<DeadLetters>,
 }
 
@@ -92,7 +92,7 @@ struct PendingDrain {
     partitions: BTreeSet<TopicPartition>,
 }
 
-/// Who waits for a drain.
+/// Waiter of a drain.
 enum DrainWaiter {
     Transport(DrainAck),
     Shutdown,

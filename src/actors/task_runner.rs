@@ -94,8 +94,8 @@ impl TaskRunner {
         Ok(())
     }
 
-    /// Whether the run was cancelled; a store error counts as not cancelled, so that the task
-    /// still runs.
+    /// Returns whether the run was cancelled. A store error counts as not cancelled, so that
+    /// the task still runs.
     async fn is_cancelled(&self, run: uuid::Uuid) -> bool {
         match self.store.run_status(run).await {
             Ok(status) => status == Some(RunStatus::Cancelled),
@@ -106,7 +106,7 @@ impl TaskRunner {
         }
     }
 
-    /// Whether the trigger listener already recorded a result of this task run. Tasks from
+    /// Returns whether the trigger listener already recorded a result of this task run. Tasks from
     /// Ylem carry a nil task run id and are never skipped.
     async fn already_recorded(&self, task: &TaskMessage) -> bool {
         if task.common.task_run_uuid.is_nil() {

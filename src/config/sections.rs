@@ -27,7 +27,7 @@ pub struct Config {
     pub sources: BTreeMap<String, SourceConfig>,
 }
 
-/// Where pipelines, schedules and runs are kept.
+/// Store of pipelines, schedules and runs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
@@ -75,7 +75,7 @@ pub struct KafkaConfig {
     pub bootstrap_servers: String,
     /// Replication factor of topics this runtime creates.
     pub replication_factor: i32,
-    /// Where a new consumer group starts: `earliest` reads what was produced before it first
+    /// Start position of a new consumer group: `earliest` reads what was produced before it first
     /// joined (no task is missed), `latest` only new records.
     pub auto_offset_reset: String,
     /// Upper bound of records librdkafka prefetches per consumer, in KiB.
@@ -219,7 +219,7 @@ impl Default for SchedulePublisherConfig {
     }
 }
 
-/// Which pool a pipeline with no duration history goes to.
+/// Pool of a pipeline with no duration history.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Pool {
@@ -306,7 +306,7 @@ impl TaskRunnerConfig {
         std::time::Duration::from_millis(delay.min(self.retry_backoff_max_ms))
     }
 
-    /// The time limit for a task type.
+    /// Returns the time limit for a task type.
     pub fn timeout_for(&self, task_type: &str) -> std::time::Duration {
         let millis = self
             .timeouts_ms
@@ -352,7 +352,7 @@ impl StatisticsBackend {
     }
 }
 
-/// Where results are stored for statistics, and how they are written.
+/// Statistics backend of the results, and how they are written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StatisticsConfig {

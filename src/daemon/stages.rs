@@ -18,7 +18,7 @@ use crate::statistics::writer::{StatisticsWriter, WriterSettings};
 use crate::supervision::{ChildSpec, RestartPolicy};
 use crate::tasks::ExecutionContext;
 
-/// A child that is actor `A`, started with the arguments `make_args` builds for each start.
+/// Builds a child that is actor `A`, started with the arguments `make_args` builds for each start.
 fn actor_spec<A, F>(path: String, actor: fn() -> A, make_args: F) -> ChildSpec
 where
     A: Actor,
@@ -56,7 +56,7 @@ fn consumer_spec(
     )
 }
 
-/// A consumer whose partitions pause once `max_buffered_records` records are uncommitted.
+/// Builds a consumer whose partitions pause once `max_buffered_records` records are uncommitted.
 #[allow(clippy::too_many_arguments)]
 fn consumer_spec_with_backlog(
     runtime: &Runtime,
@@ -92,7 +92,7 @@ fn consumer_spec_with_backlog(
     )
 }
 
-/// The children of one stage supervisor.
+/// Builds the children of one stage supervisor.
 pub(super) fn stage_children(runtime: &Runtime, stage: Stage) -> anyhow::Result<Vec<ChildSpec>> {
     let config = runtime.config.clone();
     let topics = &config.topics;

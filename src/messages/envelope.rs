@@ -29,7 +29,7 @@ pub enum Message {
     },
 }
 
-/// Why a record value could not be decoded. Each variant's text names the problem.
+/// Failure to decode a record value. Each variant's text names the problem.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     #[error("record value is not a JSON envelope: {0}")]
@@ -46,7 +46,7 @@ pub enum DecodeError {
 }
 
 impl Message {
-    /// The envelope `X-Message-Name` of this message.
+    /// Returns the envelope `X-Message-Name` of this message.
     pub fn name(&self) -> &str {
         match self {
             Message::Task(task) => task.kind.message_name(),

@@ -111,7 +111,7 @@ pub struct IdFilter {
 }
 
 impl IdFilter {
-    /// Whether `id` passes this filter.
+    /// Returns whether `id` passes this filter.
     pub fn allows(&self, id: &str) -> bool {
         match self.mode.as_str() {
             "enabled" => self.ids.iter().any(|allowed| allowed == id),
@@ -288,7 +288,7 @@ pub enum TaskKind {
 }
 
 impl TaskKind {
-    /// The envelope `X-Message-Name` of this kind.
+    /// Returns the envelope `X-Message-Name` of this kind.
     pub fn message_name(&self) -> &str {
         match self {
             TaskKind::RunQuery(_) => "tasks.run_query",
@@ -302,7 +302,7 @@ impl TaskKind {
         }
     }
 
-    /// The `task_type` that results of this kind carry.
+    /// Returns the `task_type` that results of this kind carry.
     pub fn task_type(&self) -> &str {
         match self {
             TaskKind::RunQuery(_) => "query",
@@ -338,7 +338,7 @@ pub fn task_type_of_message_name(name: &str) -> &'static str {
     }
 }
 
-/// Whether `name` is one of the task message names Ylem defines.
+/// Returns whether `name` is one of the task message names Ylem defines.
 pub fn is_task_message_name(name: &str) -> bool {
     task_type_of_message_name(name) != "unknown"
 }

@@ -70,7 +70,7 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// A configuration for fast tests: short polls, no HTTP endpoint, a store in `folder`.
+/// Builds a configuration for fast tests: short polls, no HTTP endpoint, a store in `folder`.
 pub fn test_config(folder: &std::path::Path) -> Config {
     let mut config = Config::default();
     config.store.url = format!("sqlite://{}?mode=rwc", folder.join("store.db").display());
@@ -304,7 +304,7 @@ impl Received {
     }
 }
 
-/// An HTTP server on 127.0.0.1 that records every request and answers with `status`.
+/// An HTTP server on 127.0.0.1 that records every request and responds with `status`.
 #[derive(Clone)]
 pub struct Receiver {
     pub address: SocketAddr,
@@ -333,7 +333,7 @@ impl Receiver {
         }
     }
 
-    /// Makes every later request wait `delay` before it is answered.
+    /// Makes every later request wait `delay` before the response is sent.
     pub fn set_delay(&self, delay: Duration) {
         *self.delay.lock().unwrap() = delay;
     }
@@ -380,7 +380,7 @@ async fn record_request(
     *status.lock().unwrap()
 }
 
-/// A TCP port on 127.0.0.1 with nothing listening.
+/// Returns a TCP port on 127.0.0.1 with nothing listening.
 pub async fn closed_port() -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();

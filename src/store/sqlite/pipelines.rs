@@ -66,7 +66,7 @@ impl SqliteStore {
                 replace_graph(&mut transaction, pipeline).await?;
 
                 if old_fingerprint.is_some() && old_fingerprint != pipeline.schedule_fingerprint {
-                    // Only runs of the old schedule that no publisher holds go; manual runs and
+                    // Only runs of the old schedule that no publisher has claimed are deleted; manual runs and
                     // runs already claimed for publishing stay.
                     removed_scheduled_runs = sqlx::query(
                         "DELETE FROM scheduled_runs WHERE pipeline_uuid = ? AND kind = 'schedule' \
